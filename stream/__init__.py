@@ -1,0 +1,1 @@
+"""Sources, the pipeline, overlay, sinks, the WebRTC server, the CLI and the app config."""
