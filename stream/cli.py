@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Each name is a module in stream.commands with register(subparsers).
-COMMANDS = ("weights",)
+COMMANDS = ("weights", "run", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

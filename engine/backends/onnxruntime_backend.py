@@ -1,0 +1,77 @@
+"""ONNX Runtime backend: CPU, or the CUDA execution provider when onnxruntime-gpu is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import numpy as np
+
+from engine.backends.base import BackendRequest, EncoderBackend
+from engine.backends.onnx_export import INPUT_NAME, OUTPUT_NAME, ensure_onnx
+from engine.errors import BackendUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+def _cuda_provider_present() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+class OnnxRuntimeBackend(EncoderBackend):
+    """Runs the cached ONNX export (dynamic batch) in an ``onnxruntime.InferenceSession``.
+
+    fp32 only: for half precision use the torch or tensorrt backend.
+    """
+
+    name = "onnxruntime"
+
+    @classmethod
+    def is_available(cls, device: str, fp16: bool) -> bool:
+        if fp16 or importlib.util.find_spec("onnxruntime") is None:
+            return False
+        return device == "cpu" or _cuda_provider_present()
+
+    @classmethod
+    def requirement(cls, device: str, fp16: bool) -> str:
+        if fp16:
+            return "fp16=False (this backend runs fp32; use torch or tensorrt for fp16)"
+        if device != "cpu":
+            return "pip install onnxruntime-gpu (for the CUDAExecutionProvider) and a visible NVIDIA GPU"
+        return "pip install onnxruntime"
+
+    def __init__(self, request: BackendRequest, intra_op_threads: int = 0) -> None:
+        """``intra_op_threads``: threads per operator, 0 lets onnxruntime use one per physical core."""
+        if not self.is_available(request.device, request.fp16):
+            raise BackendUnavailableError(
+                f"onnxruntime backend cannot run on {request.device} with fp16={request.fp16}: "
+                f"needs {self.requirement(request.device, request.fp16)}"
+            )
+        import onnxruntime
+
+        path = ensure_onnx(request)
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if request.device != "cpu":
+            device_id = int(request.device.partition(":")[2] or 0)
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+        self._session: Any = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=providers
+        )
+        logger.debug("onnxruntime session on %s with providers %s", path, self._session.get_providers())
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            raise RuntimeError("onnxruntime backend is closed")
+        (embeddings,) = self._session.run(
+            [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)}
+        )
+        return np.asarray(embeddings, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None

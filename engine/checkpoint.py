@@ -1,0 +1,202 @@
+"""Scorer checkpoints: the head, its windowing, the encoder layers it was trained with, a threshold.
+
+A checkpoint is a ``torch.save`` dict of plain types and tensors (loaded with
+``weights_only=True``). It records which base encoder weights it was trained on
+(``encoder_weights``, e.g. "casia-webface") and only the encoder parameters that fine-tuning
+changed (``encoder_overrides``, stored fp16), so a shipped model stays small: the base weights
+come from the encoder's own weight store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.heads import HEADS, build_head
+from engine.scorer import SequenceScorer
+from engine.scorer_config import ScorerConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_CHECKPOINT = "default.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, of another format, or does not fit the encoder."""
+
+
+@dataclass(frozen=True, eq=False)
+class ScorerCheckpoint:
+    """Everything needed to rebuild a trained scorer and the encoder it expects.
+
+    Attributes:
+        encoder_weights: id of the base encoder weights the head was trained on.
+        encoder_overrides: encoder parameters changed by fine-tuning (facenet-pytorch names),
+            float32; empty for a frozen encoder.
+        head_type: key of ``engine.heads.HEADS``.
+        head_params: keyword parameters of the head.
+        head_state: the head's state dict.
+        window_size: embeddings per window (W).
+        sample_rate_hz: rate at which windows were sampled, Hz.
+        threshold: decision threshold on p_fake, calibrated on validation data.
+        threshold_fpr: the validation false-positive rate the threshold was calibrated for.
+        training_summary: what the model was trained on (counts, sources, methods, groups).
+        metrics: validation figures measured when the checkpoint was made.
+        path: where it was loaded from (None when built in memory).
+    """
+
+    encoder_weights: str
+    encoder_overrides: dict[str, torch.Tensor]
+    head_type: str
+    head_params: dict[str, Any]
+    head_state: dict[str, torch.Tensor]
+    window_size: int
+    sample_rate_hz: float
+    threshold: float
+    threshold_fpr: float
+    training_summary: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.head_type not in HEADS:
+            raise CheckpointError(f"head_type must be one of {sorted(HEADS)}, got {self.head_type!r}")
+        if not 0.0 <= self.threshold <= 1.0 or math.isnan(self.threshold):
+            raise CheckpointError(f"threshold must be a probability in [0, 1], got {self.threshold!r}")
+
+    @property
+    def changed_layers(self) -> list[str]:
+        """Top-level encoder modules with fine-tuned parameters, e.g. ["block8", "last_linear"]."""
+        return sorted({name.split(".", 1)[0] for name in self.encoder_overrides})
+
+    def build_head(self) -> torch.nn.Module:
+        """The head with its trained weights, in eval mode."""
+        head = build_head(self.head_type, **self.head_params)
+        head.load_state_dict({name: value.float() for name, value in self.head_state.items()})
+        return head.eval()
+
+    def scorer_config(self, **overrides: Any) -> ScorerConfig:
+        """A ScorerConfig with this checkpoint's window and sample rate (other fields overridable)."""
+        values: dict[str, Any] = {"window_size": self.window_size, "sample_rate_hz": self.sample_rate_hz}
+        values.update(overrides)
+        values.setdefault("min_samples", values["window_size"])
+        return ScorerConfig(**values)
+
+    def build_scorer(self, config: ScorerConfig | None = None) -> SequenceScorer:
+        """A streaming scorer for this head; ``config`` defaults to the checkpoint's windowing.
+
+        A config whose window or sample rate differs from the training ones is accepted with a
+        warning: the head was not trained on such windows.
+        """
+        if config is None:
+            config = self.scorer_config()
+        elif config.window_size != self.window_size or config.sample_rate_hz != self.sample_rate_hz:
+            logger.warning(
+                "scorer config (window %d at %.1f Hz) differs from the checkpoint's (window %d at %.1f Hz)",
+                config.window_size,
+                config.sample_rate_hz,
+                self.window_size,
+                self.sample_rate_hz,
+            )
+        return SequenceScorer(self.build_head(), config)
+
+    def check_encoder(self, encoder_weights_id: str) -> None:
+        """Refuse an encoder whose base weights differ from the ones the checkpoint was trained on."""
+        if encoder_weights_id != self.encoder_weights:
+            raise CheckpointError(
+                f"checkpoint {self._name()} was trained on encoder weights {self.encoder_weights!r}, "
+                f"but the encoder uses {encoder_weights_id!r}; load the encoder with "
+                f"weights={self.encoder_weights!r} or use a checkpoint trained on {encoder_weights_id!r}"
+            )
+
+    def with_threshold(self, threshold: float, threshold_fpr: float) -> ScorerCheckpoint:
+        """A copy with another calibrated threshold."""
+        return replace(self, threshold=threshold, threshold_fpr=threshold_fpr)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk form: plain types and tensors; encoder overrides and the head stored fp16."""
+        return {
+            "format": "deepwatch-scorer",
+            "format_version": FORMAT_VERSION,
+            "encoder_weights": self.encoder_weights,
+            "encoder_overrides": {
+                name: value.half() if value.is_floating_point() else value
+                for name, value in self.encoder_overrides.items()
+            },
+            "encoder_changed_layers": self.changed_layers,
+            "head_type": self.head_type,
+            "head_params": dict(self.head_params),
+            "head_state": {name: value.half() for name, value in self.head_state.items()},
+            "window_size": self.window_size,
+            "sample_rate_hz": float(self.sample_rate_hz),
+            "threshold": float(self.threshold),
+            "threshold_fpr": float(self.threshold_fpr),
+            "training_summary": self.training_summary,
+            "metrics": self.metrics,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint (parent folders are created); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.to_dict(), path)
+        logger.info("saved checkpoint %s (%.1f MB)", path, path.stat().st_size / 1e6)
+        return path
+
+    def _name(self) -> str:
+        return str(self.path) if self.path is not None else "(in memory)"
+
+
+def default_checkpoint_path() -> Path:
+    """The shipped default model inside the installed package."""
+    return Path(str(resources.files("engine") / "models" / DEFAULT_CHECKPOINT))
+
+
+def load_checkpoint(
+    path: str | Path | None = None, *, encoder_weights: str | None = None
+) -> ScorerCheckpoint:
+    """Load a scorer checkpoint; ``None`` loads the shipped default (engine/models/default.pt).
+
+    With ``encoder_weights`` (the id of the encoder that will feed the scorer) a checkpoint
+    trained on other base weights is refused with a ``CheckpointError`` naming both.
+    """
+    file = default_checkpoint_path() if path is None else Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint file not found: {file}")
+    try:
+        raw = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint {file}: {error}") from error
+    if not isinstance(raw, dict) or raw.get("format") != "deepwatch-scorer":
+        raise CheckpointError(f"{file} is not a deepwatch scorer checkpoint (no format 'deepwatch-scorer')")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has checkpoint format version {raw.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+    try:
+        checkpoint = ScorerCheckpoint(
+            encoder_weights=str(raw["encoder_weights"]),
+            encoder_overrides={name: value.float() for name, value in raw["encoder_overrides"].items()},
+            head_type=str(raw["head_type"]),
+            head_params=dict(raw["head_params"]),
+            head_state=dict(raw["head_state"]),
+            window_size=int(raw["window_size"]),
+            sample_rate_hz=float(raw["sample_rate_hz"]),
+            threshold=float(raw["threshold"]),
+            threshold_fpr=float(raw["threshold_fpr"]),
+            training_summary=dict(raw.get("training_summary", {})),
+            metrics=dict(raw.get("metrics", {})),
+            path=file,
+        )
+    except KeyError as error:
+        raise CheckpointError(f"checkpoint {file} lacks the field {error.args[0]!r}") from error
+    if encoder_weights is not None:
+        checkpoint.check_encoder(encoder_weights)
+    return checkpoint

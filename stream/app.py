@@ -1,0 +1,117 @@
+"""Building the real pipeline (MTCNN, Kalman tracker, encoder, trained scorer) from an AppConfig.
+
+The heavy parts (detector, encoder, checkpoint) load once into ``PipelineComponents``; each
+``new_pipeline()`` is then cheap, so a server can give every session its own pipeline (its own
+trackers and scorer state) while sharing the models. Nothing loads at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import engine
+from engine.checkpoint import CheckpointError, ScorerCheckpoint, load_checkpoint
+from stream.alerts import AlertMonitor
+from stream.config import AppConfig
+from stream.pipeline import Pipeline
+from tracking import FaceDetector, FaceTracker, Track, crop_faces
+
+logger = logging.getLogger(__name__)
+
+
+class SetupError(RuntimeError):
+    """The models could not be loaded (missing or mismatched checkpoint, unavailable backend)."""
+
+
+@dataclass
+class PipelineComponents:
+    """The loaded models and config shared by every pipeline built from them.
+
+    Call ``close()`` at the end (it releases the encoder backend).
+    """
+
+    config: AppConfig
+    detector: FaceDetector
+    encoder: engine.FaceEncoder
+    checkpoint: ScorerCheckpoint
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold in use: the config's, else the checkpoint's calibrated one."""
+        configured = self.config.pipeline.threshold
+        return configured if configured is not None else self.checkpoint.threshold
+
+    def new_pipeline(self) -> Pipeline:
+        """A fresh pipeline (no tracks, no scorer state) over the shared models."""
+        config = self.config
+        scorer_config = self.checkpoint.scorer_config(**config.scorer_overrides)
+        alert_threshold = config.alerts.threshold if config.alerts.threshold is not None else self.threshold
+        alerts = (
+            AlertMonitor(alert_threshold, config.alerts.hysteresis, config.alerts.sustain_s)
+            if config.alerts.enabled
+            else None
+        )
+        return Pipeline(
+            detector=self.detector,
+            tracker_factory=lambda source_id: FaceTracker(config.tracker, source_id=source_id),
+            crop=functools.partial(_crop, config=config),
+            encoder=self.encoder,
+            scorer_factory=lambda: self.checkpoint.build_scorer(scorer_config),
+            detect_every_n_frames=config.tracker.detect_every_n_frames,
+            config=config.pipeline,
+            threshold=self.threshold,
+            alerts=alerts,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What ran, for the run summary."""
+        return {
+            "checkpoint": str(self.checkpoint.path) if self.checkpoint.path else None,
+            "encoder_weights": self.encoder.weights_id,
+            "encoder_backend": self.encoder.backend_name,
+            "window_size": self.checkpoint.window_size,
+            "sample_rate_hz": self.checkpoint.sample_rate_hz,
+            "threshold": self.threshold,
+        }
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+def _crop(image: np.ndarray, tracks: Sequence[Track], *, config: AppConfig) -> np.ndarray:
+    return crop_faces(image, list(tracks), config.crop)
+
+
+def load_components(config: AppConfig) -> PipelineComponents:
+    """Load the scorer checkpoint, the encoder it was trained with, and the detector.
+
+    Raises:
+        SetupError: the checkpoint is missing, unreadable or trained on other encoder weights,
+            or the encoder cannot be built; the message is one line for the user.
+    """
+    try:
+        checkpoint = load_checkpoint(config.model.checkpoint)
+        checkpoint.check_encoder(config.encoder.weights)
+    except CheckpointError as error:
+        raise SetupError(str(error)) from error
+    try:
+        encoder = engine.encoder_from_config(config.encoder, checkpoint.encoder_overrides)
+    except (engine.BackendUnavailableError, engine.WeightsError, ValueError) as error:
+        raise SetupError(f"cannot build the face encoder: {error}") from error
+    detector = FaceDetector(config.detector)
+    logger.info(
+        "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s",
+        checkpoint.path,
+        checkpoint.window_size,
+        checkpoint.sample_rate_hz,
+        config.pipeline.threshold if config.pipeline.threshold is not None else checkpoint.threshold,
+        encoder.weights_id,
+        encoder.backend_name,
+    )
+    return PipelineComponents(config=config, detector=detector, encoder=encoder, checkpoint=checkpoint)

@@ -1,0 +1,192 @@
+"""``deepwatch run``: watch a source live, overlay a score per face, write events and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from stream.config import AppConfig, ConfigError, load_config
+from stream.output_config import OutputConfig
+from stream.sinks import EventsSink, Sink, VideoFileSink, WebhookSink, WindowSink, write_summary
+from stream.sources import DEMO_SPEC, SPEC_HELP, FrameReader, SourceError, open_source
+from stream.sources.redact import install_log_redaction
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="watch a webcam, stream, file or screen region and score every face",
+        description=(
+            "Watch a video source live and keep an authenticity score for every face. "
+            "Without SOURCE, runs on a built-in offline demo (a real photo moving and zooming). "
+            f"SOURCE is {SPEC_HELP}; several SOURCEs run in one process and share encoder batches."
+        ),
+    )
+    parser.add_argument("sources", nargs="*", metavar="SOURCE", help="input(s); default: the offline demo")
+    parser.add_argument("--config", type=Path, help="app config YAML (default: built-in defaults = configs/default.yaml)")
+    parser.add_argument("--checkpoint", help="scorer checkpoint (default: the shipped model)")
+    parser.add_argument("--show", action="store_true", help="show the annotated video in a window (q or Esc quits)")
+    parser.add_argument("--out", metavar="FILE.mp4", help="write the annotated video")
+    parser.add_argument("--events", metavar="FILE.jsonl", help="write track events as JSON Lines")
+    parser.add_argument("--summary", metavar="FILE.json", help="write the final summary as JSON")
+    parser.add_argument(
+        "--realtime", action="store_true", help="play files at their frame rate like a camera (late frames dropped)"
+    )
+    parser.add_argument("--loop", action="store_true", help="restart video files at their end")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    install_log_redaction()
+    try:
+        config = load_config(args.config) if args.config is not None else AppConfig()
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE)
+    output = _output_config(config.output, args)
+    specs = args.sources or [DEMO_SPEC]
+    try:
+        sources = _open_sources(specs, config, realtime=args.realtime, loop=args.loop)
+    except SourceError as error:
+        return _fail(str(error), EXIT_FAILED)
+    if args.checkpoint is not None:
+        from dataclasses import replace
+
+        config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
+
+    # Heavy imports (torch, facenet-pytorch) only once the arguments are known to be sound.
+    from stream.app import SetupError, load_components
+    from stream.runner import Runner
+
+    try:
+        components = load_components(config)
+    except SetupError as error:
+        return _fail(str(error), EXIT_FAILED)
+    try:
+        sinks, window = _make_sinks(output, sources, config)
+    except (OSError, ValueError) as error:
+        components.close()
+        return _fail(f"cannot create an output: {error}", EXIT_FAILED)
+    stop_event = threading.Event()
+    runner = Runner(
+        sources,
+        components.new_pipeline(),
+        sinks,
+        threshold=components.threshold,
+        log_interval_s=output.log_interval_s,
+        stop_event=stop_event,
+        window=window,
+    )
+    previous_sigterm = _stop_on_sigterm(stop_event)
+    try:
+        outcome = runner.run()
+    except SourceError as error:
+        return _fail(str(error), EXIT_FAILED)
+    finally:
+        components.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    summary: dict[str, Any] = {"model": components.describe(), **outcome.summary}
+    if output.summary_path:
+        write_summary(output.summary_path, summary)
+        logger.info("summary written to %s", output.summary_path)
+    _print_summary(summary)
+    if outcome.errors:
+        for error_line in outcome.errors:
+            print(f"deepwatch run: error: {error_line}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _output_config(output: OutputConfig, args: argparse.Namespace) -> OutputConfig:
+    from dataclasses import replace
+
+    return replace(
+        output,
+        show=output.show or args.show,
+        video_path=args.out or output.video_path,
+        events_path=args.events or output.events_path,
+        summary_path=args.summary or output.summary_path,
+    )
+
+
+def _open_sources(specs: list[str], config: AppConfig, *, realtime: bool, loop: bool) -> list[FrameReader]:
+    sources = [open_source(spec, config.source, realtime=realtime, loop=loop) for spec in specs]
+    seen: dict[str, int] = {}
+    for index, source in enumerate(sources):
+        # Two sources of the same name (e.g. two files called clip.mp4) need distinct ids.
+        count = seen.get(source.source_id, 0)
+        seen[source.source_id] = count + 1
+        if count:
+            sources[index] = open_source(
+                specs[index], config.source, realtime=realtime, loop=loop, source_id=f"{source.source_id}#{count}"
+            )
+    return sources
+
+
+def _make_sinks(output: OutputConfig, sources: list[FrameReader], config: AppConfig) -> tuple[list[Sink], Any]:
+    sinks: list[Sink] = []
+    window = None
+    if output.show:
+        window = WindowSink(output.window_title)
+        sinks.append(window)
+    if output.video_path:
+        fps = output.video_fps or sources[0].nominal_fps or 25.0
+        sinks.append(VideoFileSink(output.video_path, fps=fps, source_id=sources[0].source_id))
+        if len(sources) > 1:
+            logger.warning("--out records only the first source, %s", sources[0].source_id)
+    if output.events_path:
+        sinks.append(EventsSink(output.events_path))
+    if config.alerts.webhook_url:
+        from stream.alerts import WebhookNotifier
+
+        notifier = WebhookNotifier(
+            config.alerts.webhook_url,
+            timeout_s=config.alerts.webhook_timeout_s,
+            queue_size=config.alerts.webhook_queue_size,
+        )
+        sinks.append(WebhookSink(notifier))
+    return sinks, window
+
+
+def _stop_on_sigterm(stop_event: threading.Event) -> Any:
+    """SIGTERM stops the run cleanly, like Ctrl-C (only possible from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: stop_event.set())
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    fps = summary.get("fps")
+    print(
+        f"processed {summary['frames_processed']} frames in {summary['elapsed_s']:.1f} s "
+        f"({fps:.1f} fps), stopped by {summary['stopped_by']}"
+        if isinstance(fps, float) and not math.isnan(fps)
+        else f"processed {summary['frames_processed']} frames, stopped by {summary['stopped_by']}"
+    )
+    for source in summary["sources"]:
+        print(f"source {source['source_id']}: {source['frames_read']} frames read, {source['frames_dropped']} dropped")
+    for track in summary["tracks"]:
+        p_fake = "--" if track["p_fake"] is None else f"{track['p_fake']:.2f}"
+        print(
+            f"track {track['source_id']}/{track['track_id']}: {track['verdict']} p_fake {p_fake} "
+            f"({track['frames']} frames, {track['frames_scored']} scored)"
+        )
+    if not summary["tracks"]:
+        print("no face was tracked")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"deepwatch run: error: {message}", file=sys.stderr)
+    return code

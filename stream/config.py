@@ -1,0 +1,141 @@
+"""The app config: every stage's typed section in one object, loaded from YAML.
+
+``configs/default.yaml`` lists every key with its meaning and unit. A file may give any subset of
+sections and keys; the rest keep their defaults. Unknown sections or keys, and values a section
+rejects, raise ``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.config import EncoderConfig
+from engine.scorer_config import ScorerConfig
+from stream.alerts import AlertConfig
+from stream.output_config import OutputConfig
+from stream.pipeline import PipelineConfig
+from stream.sources.config import SourceConfig
+from tracking.config import CropConfig, DetectorConfig, TrackerConfig
+
+
+class ConfigError(ValueError):
+    """A config file is unreadable, has an unknown key, or a bad value; the message names both."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which trained scorer to use.
+
+    Attributes:
+        checkpoint: path of a scorer checkpoint; None uses the model shipped with deepwatch.
+    """
+
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
+            raise ValueError(f"checkpoint must be a file path or null, got {self.checkpoint!r}")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Every section of the app config.
+
+    ``scorer_overrides`` holds only the scorer keys a file sets: the window and sample rate
+    otherwise come from the checkpoint, which was trained on them.
+    """
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scorer_overrides: dict[str, Any] = field(default_factory=dict)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# YAML section name -> the dataclass it builds ("scorer" is special: see AppConfig).
+SECTIONS: dict[str, type] = {
+    "source": SourceConfig,
+    "detector": DetectorConfig,
+    "tracker": TrackerConfig,
+    "crop": CropConfig,
+    "encoder": EncoderConfig,
+    "model": ModelConfig,
+    "scorer": ScorerConfig,
+    "pipeline": PipelineConfig,
+    "alerts": AlertConfig,
+    "output": OutputConfig,
+}
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read a YAML app config; raises ``ConfigError`` naming the file and key on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(error)}") from error
+    return config_from_dict(raw if raw is not None else {}, origin=str(path))
+
+
+def config_from_dict(raw: Any, origin: str = "<config>") -> AppConfig:
+    """Build an ``AppConfig`` from nested mappings (a parsed YAML file); see ``load_config``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section {unknown[0]!r}, expected one of {', '.join(SECTIONS)}")
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: section {section!r} must be a mapping of keys, got {values!r}")
+        instance = _build_section(cls, section, values, origin)
+        if section == "scorer":
+            built["scorer_overrides"] = dict(values)
+        else:
+            built[section] = instance
+    return AppConfig(**built)
+
+
+def _build_section(cls: type, section: str, values: dict[str, Any], origin: str) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{origin}: unknown key '{section}.{key}', expected one of {', '.join(names)}")
+    if cls is ScorerConfig and "window_size" in values:
+        # As ScorerCheckpoint.scorer_config does: a shorter window needs no explicit min_samples.
+        values = {"min_samples": values["window_size"], **values}
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as error:
+        key = _offending_key(cls, values)
+        where = f"'{section}.{key}'" if key else f"section {section!r}"
+        raise ConfigError(f"{origin}: bad value for {where}: {_one_line(error)}") from error
+
+
+def _offending_key(cls: type, values: dict[str, Any]) -> str | None:
+    """The key whose value alone the section rejects; None when only a combination fails."""
+    for key, value in values.items():
+        try:
+            cls(**{key: value})
+        except (ValueError, TypeError):
+            return str(key)
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

@@ -1,0 +1,260 @@
+"""The run loop: sources -> pipeline -> overlay -> sinks, until the inputs end or a stop request.
+
+One thread (the caller's) runs the pipeline; each source reads on its own thread. With several
+sources, the newest frame of each is gathered and processed in one ``process_batch`` call, so
+their face crops share one encoder batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream.frame import Frame
+from stream.overlay import OverlayStatus, draw_overlay
+from stream.results import Event, FrameResult
+from stream.sinks.sink import Sink
+from stream.sources.source import Source, SourceError
+from stream.stats import RunStats
+
+logger = logging.getLogger(__name__)
+
+# How long one read waits for a frame before the loop re-checks stop requests, seconds.
+_READ_TIMEOUT_S = 0.2
+# With several sources: pause between polls when none had a frame, seconds.
+_POLL_PAUSE_S = 0.002
+# Capture-to-output latencies kept for percentiles (bounded for long runs).
+_MAX_LATENCY_SAMPLES = 8192
+
+
+class RunPipeline(Protocol):
+    """What the loop needs from ``stream.pipeline.Pipeline``."""
+
+    stats: RunStats
+
+    def process_batch(self, frames: Sequence[Frame]) -> list[FrameResult]: ...
+
+    def finish_source(self, source_id: str, timestamp_s: float) -> list[Event]: ...
+
+    def finish(self) -> list[Event]: ...
+
+    def track_summaries(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended.
+
+    Attributes:
+        stopped_by: "end" (all inputs ended), "interrupt" (Ctrl-C), "window" (closed by the
+            user), "stop" (``stop_event``) or "error" (a source failed).
+        errors: one line per source that failed.
+        summary: the JSON-ready run summary.
+    """
+
+    stopped_by: str
+    errors: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs sources through a pipeline into sinks.
+
+    Args:
+        sources: started or not; ``run`` starts them (raising ``SourceError`` if one cannot be
+            opened) and always stops them.
+        pipeline: the pipeline core.
+        sinks: outputs; the overlay is drawn only if one needs the annotated image.
+        threshold: decision threshold drawn in the sparklines.
+        log_interval_s: seconds between periodic INFO lines.
+        stop_event: set from any thread to end the run cleanly.
+        window: a sink whose ``closed`` attribute ends the run when it becomes True (the window).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        pipeline: RunPipeline,
+        sinks: Sequence[Sink],
+        *,
+        threshold: float = 0.5,
+        log_interval_s: float = 5.0,
+        stop_event: threading.Event | None = None,
+        window: Any = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("Runner needs at least one source, got none")
+        ids = [source.source_id for source in sources]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"source ids must be unique, got {ids}")
+        self._sources = list(sources)
+        self._pipeline = pipeline
+        self._sinks = list(sinks)
+        self._threshold = threshold
+        self._log_interval_s = log_interval_s
+        self.stop_event = stop_event or threading.Event()
+        self._window = window
+        self._annotate = any(sink.needs_annotated for sink in self._sinks)
+        self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCY_SAMPLES)
+        self._window_latencies_ms: list[float] = []
+        self._last_timestamp_s: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+        self._started_s = time.monotonic()
+
+    def run(self) -> RunOutcome:
+        """Start the sources, process until they end or a stop, finish, close sinks, summarise.
+
+        Raises ``SourceError`` (after stopping what was started) if a source cannot be opened.
+        """
+        started: list[Source] = []
+        try:
+            for source in self._sources:
+                source.start()
+                started.append(source)
+            self._started_s = time.monotonic()
+            stopped_by = self._loop()
+        except KeyboardInterrupt:
+            logger.info("interrupted: stopping")
+            stopped_by = "interrupt"
+        except SourceError:
+            for source in started:
+                source.stop()
+            self._close_sinks()
+            raise
+        for source in started:
+            source.stop()
+        try:
+            self._emit_events(self._pipeline.finish())
+        finally:
+            self._close_sinks()
+        if self._errors and stopped_by == "end":
+            stopped_by = "error"
+        return RunOutcome(stopped_by=stopped_by, errors=list(self._errors.values()), summary=self.summary(stopped_by))
+
+    def _loop(self) -> str:
+        active = list(self._sources)
+        next_log_s = time.monotonic() + self._log_interval_s
+        while active:
+            if self.stop_event.is_set():
+                return "stop"
+            if self._window is not None and getattr(self._window, "closed", False):
+                return "window"
+            frames: list[Frame] = []
+            for source in list(active):
+                try:
+                    frame = source.read(_READ_TIMEOUT_S if len(active) == 1 else 0)
+                except SourceError as error:
+                    self._errors[source.source_id] = str(error)
+                    frame = None
+                    logger.error("%s", error)
+                if frame is not None:
+                    frames.append(frame)
+                elif source.ended or source.source_id in self._errors:
+                    active.remove(source)
+                    events = self._pipeline.finish_source(
+                        source.source_id, self._last_timestamp_s.get(source.source_id, 0.0)
+                    )
+                    self._emit_events(events)
+                    logger.info("source %s ended after %d frames", source.source_id, source.frames_read)
+            if frames:
+                self._process(frames)
+            elif len(active) > 1:
+                time.sleep(_POLL_PAUSE_S)
+            if time.monotonic() >= next_log_s:
+                self._log_progress()
+                next_log_s = time.monotonic() + self._log_interval_s
+        return "end"
+
+    def _process(self, frames: list[Frame]) -> None:
+        by_id = {source.source_id: source for source in self._sources}
+        for result in self._pipeline.process_batch(frames):
+            frame = result.frame
+            source = by_id[frame.source_id]
+            self._last_timestamp_s[frame.source_id] = frame.timestamp_s
+            annotated = None
+            if self._annotate:
+                status = OverlayStatus(fps=self._pipeline.stats.fps(), dropped_frames=source.frames_dropped)
+                annotated = draw_overlay(result, status, self._threshold)
+            for sink in self._sinks:
+                sink.write(result, annotated)
+            if source.live:
+                # Live frames carry capture time: this is the capture-to-output latency.
+                latency_ms = (time.monotonic() - source.clock_origin_s - frame.timestamp_s) * 1000.0
+                self._latencies_ms.append(latency_ms)
+                self._window_latencies_ms.append(latency_ms)
+
+    def _emit_events(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for sink in self._sinks:
+            write_events = getattr(sink, "write_events", None)
+            if write_events is not None:
+                write_events(events)
+        for event in events:
+            if event.kind == "track_end":
+                logger.info(
+                    "track %s/%d ended: %s p_fake %s over %d frames",
+                    event.source_id,
+                    event.track_id,
+                    event.data.get("verdict"),
+                    event.data.get("p_fake"),
+                    event.data.get("frames", 0),
+                )
+
+    def _close_sinks(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except OSError as error:
+                logger.error("closing an output failed: %s", error)
+
+    def _log_progress(self) -> None:
+        fps, stages = self._pipeline.stats.take_window()
+        parts = [f"fps {fps:.1f}"]
+        for stage in ("detect", "track", "crop", "encode", "score", "total"):
+            if stage in stages:
+                p50, p95 = stages[stage]
+                parts.append(f"{stage} {p50:.1f}/{p95:.1f} ms")
+        if self._window_latencies_ms:
+            p50, p95 = np.percentile(self._window_latencies_ms, [50, 95])
+            parts.append(f"capture-to-output {p50:.0f}/{p95:.0f} ms")
+            self._window_latencies_ms = []
+        dropped = sum(source.frames_dropped for source in self._sources)
+        parts.append(f"dropped {dropped}")
+        logger.info("%s (p50/p95)", " | ".join(parts))
+
+    def summary(self, stopped_by: str) -> dict[str, Any]:
+        """The JSON-ready run summary: sources, speed, latency, and every track's verdict."""
+        latency: dict[str, float | None] = {"p50": None, "p95": None}
+        if self._latencies_ms:
+            p50, p95 = np.percentile(np.fromiter(self._latencies_ms, dtype=np.float64), [50, 95])
+            latency = {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+        stats = self._pipeline.stats.as_dict()
+        elapsed_s = time.monotonic() - self._started_s
+        return {
+            "stopped_by": stopped_by,
+            "elapsed_s": round(elapsed_s, 3),
+            "frames_processed": stats["frames"],
+            "fps": round(stats["frames"] / elapsed_s, 2) if elapsed_s > 0 else math.nan,  # type: ignore[operator]
+            "stage_latency_ms": stats["latency_ms"],
+            "capture_to_output_ms": latency,
+            "sources": [
+                {
+                    "source_id": source.source_id,
+                    "live": source.live,
+                    "frames_read": source.frames_read,
+                    "frames_dropped": source.frames_dropped,
+                    "error": self._errors.get(source.source_id),
+                }
+                for source in self._sources
+            ],
+            "tracks": self._pipeline.track_summaries(),
+        }

@@ -1,0 +1,316 @@
+"""One browser connected over WebRTC: its peer connection, its pipeline and the loop between them.
+
+Per session: the feed keeps only the newest incoming frame; the server's inference executor (one
+thread, shared by all sessions: the models are shared and a 2-core machine gains nothing from
+running two inferences at once) runs conversion, inference and drawing, never the event loop; the annotated frame goes back on ``AnnotatedVideoTrack`` (newest only)
+and the scores on the data channel (skipped while the channel's send buffer is full). Nothing
+queues without bound, so latency cannot grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from av import VideoFrame
+
+from stream.frame import Frame
+from stream.overlay import OverlayStatus, draw_overlay
+from stream.results import Event, FrameResult
+from stream.server.feeds import FeedEnded, FrameFeed, PendingFrame, SourceFeed, TrackFeed
+from stream.server.messages import (
+    Offer,
+    error_message,
+    frame_message,
+    parse_client_message,
+    pong_message,
+)
+from stream.server.metrics import ServerMetrics
+from stream.server.outgoing import AnnotatedVideoTrack
+from stream.sources.source import Source
+
+logger = logging.getLogger(__name__)
+
+# Scores are small; a send buffer this full means the page stopped reading, so skip, don't queue.
+MAX_CHANNEL_BUFFERED_BYTES = 256 * 1024
+# Smoothing of the per-session fps estimate (weight of the newest frame interval).
+_FPS_SMOOTHING = 0.1
+
+
+class FramePipeline(Protocol):
+    """What a session needs from the pipeline (``stream.pipeline.Pipeline``): ``process`` once per
+    frame, in frame order, one call at a time; ``finish`` once at the end (it ends the tracks; the
+    session is gone, so their events are only logged)."""
+
+    def process(self, frame: Frame) -> FrameResult: ...
+
+    def finish(self) -> Sequence[Event]: ...
+
+
+PipelineFactory = Callable[[str], FramePipeline]
+"""Builds a fresh pipeline for one session, given the session's source id (runs on its thread)."""
+
+Annotator = Callable[[FrameResult, float, int], np.ndarray]
+"""``annotate(result, fps, frames_dropped)``: a copy of ``result.frame.image`` (H x W x 3 uint8
+RGB) with the results drawn on it; runs on the session's executor thread."""
+
+
+def overlay_annotator(threshold: float = 0.5) -> Annotator:
+    """The standard annotator: ``stream.overlay.draw_overlay`` with the session's fps and drops."""
+
+    def annotate(result: FrameResult, fps: float, frames_dropped: int) -> np.ndarray:
+        return draw_overlay(result, OverlayStatus(fps=fps, dropped_frames=frames_dropped), threshold)
+
+    return annotate
+
+
+class OfferRejected(ValueError):
+    """The offer is well-formed SDP but not something this server answers (a 4xx, not a crash)."""
+
+
+class PeerSession:
+    """One WebRTC session. ``negotiate`` once, then it runs until the peer leaves, its input ends,
+    no frame arrives for ``idle_timeout_s``, or ``close`` is called.
+
+    Args:
+        session_id: unique id, used in logs and in ``DELETE /api/sessions/{id}``.
+        pipeline_factory: builds this session's pipeline (on the executor).
+        annotate: draws results on the frame (on the executor).
+        executor: runs every pipeline call of this session; the server's inference executor.
+        metrics: the server's metrics.
+        idle_timeout_s: a peer that sends no frame for this long is considered gone.
+        on_closed: called once on the event loop after everything is released.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        pipeline_factory: PipelineFactory,
+        annotate: Annotator,
+        executor: Executor,
+        metrics: ServerMetrics,
+        idle_timeout_s: float,
+        on_closed: Callable[[PeerSession], Awaitable[None] | None],
+    ) -> None:
+        if idle_timeout_s <= 0:
+            raise ValueError(f"idle_timeout_s must be > 0, got {idle_timeout_s}")
+        self.session_id = session_id
+        self.source_id = f"webrtc-{session_id}"
+        self.created_monotonic_s = time.monotonic()
+        self._pipeline_factory = pipeline_factory
+        self._annotate = annotate
+        self._metrics = metrics
+        self._idle_timeout_s = idle_timeout_s
+        self._on_closed = on_closed
+        # Host candidates only: the default STUN server is on the internet, which we never use.
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._executor = executor
+        self._out = AnnotatedVideoTrack()
+        self._channel: RTCDataChannel | None = None
+        self._remote_tracks: list[MediaStreamTrack] = []
+        self._feed: FrameFeed | None = None
+        self._pipeline: FramePipeline | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.frames_processed = 0
+        self.messages_sent = 0
+        self.messages_skipped = 0
+        self.fps = 0.0
+        self._last_done_s: float | None = None
+        self._dropped_reported = 0
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._pc.connectionState)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able snapshot for ``GET /api/sessions``."""
+        return {
+            "session_id": self.session_id,
+            "source_id": self.source_id,
+            "connection_state": self.connection_state,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self._feed.frames_dropped if self._feed is not None else 0,
+            "fps": round(self.fps, 2),
+            "age_s": round(time.monotonic() - self.created_monotonic_s, 1),
+        }
+
+    async def negotiate(self, offer: Offer, source: Source | None) -> RTCSessionDescription:
+        """Answer ``offer``. With ``source`` (already started; the session stops it) the page only
+        receives; without, the page must send exactly one video track, which is analysed.
+
+        Raises ``OfferRejected`` for offers this server does not serve, and whatever aiortc raises
+        for SDP it cannot parse; the caller closes the session on any error.
+        """
+        pc = self._pc
+        if source is not None:
+            self.source_id = source.source_id
+            # Owned from here on, so close() stops it even if negotiation fails.
+            self._feed = SourceFeed(source)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if self._channel is not None:
+                channel.close()
+                return
+            self._channel = channel
+            channel.on("message", self._on_message)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._remote_tracks.append(track)
+
+        @pc.on("connectionstatechange")
+        async def on_connectionstatechange() -> None:
+            logger.info("session %s: connection %s", self.session_id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.close(f"connection {pc.connectionState}")
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        kinds = [transceiver.kind for transceiver in pc.getTransceivers()]
+        if kinds != ["video"]:
+            raise OfferRejected(f"offer must have exactly one video section and no audio, got {kinds}")
+        if source is None:
+            if len(self._remote_tracks) != 1:
+                raise OfferRejected("offer sends no video track: share a camera, a screen, or name a source")
+            self._feed = TrackFeed(self._remote_tracks[0], self.source_id)
+        elif self._remote_tracks:
+            raise OfferRejected("an offer for a server-side source must only receive video (recvonly)")
+        pc.addTrack(self._out)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._task = asyncio.create_task(self._run(), name=f"session-{self.session_id}")
+        return pc.localDescription
+
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            message = parse_client_message(raw)
+        except ValueError as error:
+            self._send(error_message(str(error)))
+            return
+        if message.type == "ping":
+            self._send(pong_message(message.client_time_ms, time.time()))
+
+    def _send(self, text: str) -> bool:
+        channel = self._channel
+        if channel is None or channel.readyState != "open" or channel.bufferedAmount > MAX_CHANNEL_BUFFERED_BYTES:
+            self.messages_skipped += 1
+            return False
+        channel.send(text)
+        self.messages_sent += 1
+        return True
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        reason = "stopped"
+        try:
+            await loop.run_in_executor(self._executor, self._build_pipeline)
+            assert self._feed is not None  # set by negotiate before the task starts
+            while True:
+                pending = await self._feed.next(self._idle_timeout_s)
+                if pending is None:
+                    reason = f"no frame for {self._idle_timeout_s:g} s"
+                    break
+                video_frame, result = await loop.run_in_executor(self._executor, self._process, pending)
+                self._after_frame(pending, video_frame, result)
+        except FeedEnded as ended:
+            reason = str(ended)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # A pipeline failure ends this session only; the server keeps serving the others.
+            logger.exception("session %s failed", self.session_id)
+            reason = f"failed: {error}"
+            self._send(error_message(f"processing failed: {error}"))
+        # Closing cancels this task, so it must run as its own task.
+        loop.create_task(self.close(reason))
+
+    def _build_pipeline(self) -> None:
+        """Executor thread. Stores the pipeline here, not via the awaited result, so that a close
+        during a slow build still finds and closes it."""
+        self._pipeline = self._pipeline_factory(self.source_id)
+
+    def _close_pipeline(self) -> None:
+        """Executor thread, queued by ``close`` after any frame still being processed."""
+        if self._pipeline is None:
+            return
+        pipeline, self._pipeline = self._pipeline, None
+        try:
+            events = pipeline.finish()
+        except Exception:
+            # Runs after the session is gone: nobody else could report it.
+            logger.exception("session %s: finishing the pipeline failed", self.session_id)
+            return
+        for event in events:
+            logger.info("session %s: %s track %d %s", self.session_id, event.kind, event.track_id, event.data)
+
+    def _process(self, pending: PendingFrame) -> tuple[VideoFrame, FrameResult]:
+        """Executor thread: convert, run the pipeline, draw, convert back."""
+        assert self._pipeline is not None
+        frame = pending.to_frame()
+        result = self._pipeline.process(frame)
+        assert self._feed is not None
+        annotated = self._annotate(result, self.fps, self._feed.frames_dropped)
+        return VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="rgb24"), result
+
+    def _after_frame(self, pending: PendingFrame, video_frame: VideoFrame, result: FrameResult) -> None:
+        now = time.monotonic()
+        latency_s = now - pending.arrival_monotonic_s
+        if self._last_done_s is not None:
+            interval = max(now - self._last_done_s, 1e-6)
+            self.fps = 1.0 / interval if self.fps == 0 else (1 - _FPS_SMOOTHING) * self.fps + _FPS_SMOOTHING / interval
+        self._last_done_s = now
+        self.frames_processed += 1
+        assert self._feed is not None
+        dropped = self._feed.frames_dropped
+        metrics = self._metrics
+        metrics.frames_processed.inc()
+        if dropped > self._dropped_reported:
+            metrics.frames_dropped.inc(dropped - self._dropped_reported)
+            self._dropped_reported = dropped
+        metrics.latency.observe(latency_s)
+        metrics.set_session_fps(self.session_id, self.fps)
+        metrics.set_session_tracks(self.session_id, sum(1 for face in result.faces if face.confirmed))
+        alerts = sum(1 for event in result.events if event.kind == "alert")
+        if alerts:
+            metrics.alerts.inc(alerts)
+        self._out.publish(video_frame)
+        self._send(frame_message(result, server_latency_ms=latency_s * 1000, fps=self.fps, frames_dropped=dropped))
+
+    async def close(self, reason: str) -> None:
+        """Release everything: the loop task, the feed (and its source), the executor and the
+        pipeline, the tracks and the peer connection. Idempotent."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        logger.info("session %s closing: %s", self.session_id, reason)
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self._feed is not None:
+            await self._feed.close()
+        self._out.stop()
+        for track in self._remote_tracks:
+            track.stop()
+        await self._pc.close()
+        self._executor.submit(self._close_pipeline)
+        self._metrics.forget_session(self.session_id)
+        self.closed.set()
+        outcome = self._on_closed(self)
+        if outcome is not None:
+            await outcome

@@ -1,0 +1,9 @@
+"""Outputs of a run: an OpenCV window, an annotated video file, JSONL events, a webhook."""
+
+from stream.sinks.events import EventsSink, event_record, write_summary
+from stream.sinks.sink import Sink
+from stream.sinks.video_file import VideoFileSink
+from stream.sinks.webhook import WebhookSink
+from stream.sinks.window import WindowSink
+
+__all__ = ["EventsSink", "Sink", "VideoFileSink", "WebhookSink", "WindowSink", "event_record", "write_summary"]

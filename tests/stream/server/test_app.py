@@ -1,0 +1,483 @@
+"""The aiohttp app with a fake pipeline: security, limits, malformed input, metrics, health,
+and whole WebRTC sessions against an aiortc client peer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aioice.ice
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+from fakes import ClientPeer, PipelineRecorder, SolidSource, SolidTrack
+
+from stream.server.app import SERVER_KEY, SourceOpener, create_app
+from stream.server.options import ServerOptions
+from stream.server.peer import overlay_annotator
+from stream.server.messages import MAX_CLIENT_MESSAGE_CHARS
+
+TOKEN = "t0ken-for-tests-0123456789"
+HEADERS = {"X-Deepwatch-Token": TOKEN}
+
+
+@asynccontextmanager
+async def serving(
+    *,
+    recorder: PipelineRecorder | None = None,
+    sources: dict[str, SourceOpener] | None = None,
+    **option_values: Any,
+) -> AsyncIterator[TestClient]:
+    values: dict[str, Any] = {"port": 0, "allow_loopback_ice": True, "idle_timeout_s": 5.0} | option_values
+    app = create_app(
+        ServerOptions(**values),
+        pipeline_factory=recorder or PipelineRecorder(),
+        annotate=overlay_annotator(),
+        sources=sources,
+    )
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+def metric_value(text: str, name: str) -> float:
+    """The value of an unlabelled sample in Prometheus text."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in metrics")
+
+
+def run(coroutine_function: Callable[[], Any]) -> None:
+    asyncio.run(asyncio.wait_for(coroutine_function(), timeout=60))
+
+
+async def sessions_active(client: TestClient) -> int:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    return int((await response.json())["sessions_active"])
+
+
+async def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0) -> None:
+    async def poll() -> None:
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), timeout_s)
+
+
+async def json_error(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert body["status"] == status
+    return str(body["error"])
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_binding_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(ValueError, match="without a token"):
+        ServerOptions(host="0.0.0.0")
+    with pytest.raises(ValueError, match="token must have at least"):
+        ServerOptions(host="0.0.0.0", token="short")
+    assert ServerOptions(host="0.0.0.0", token=TOKEN).token == TOKEN
+    assert ServerOptions(host="::1").token is None
+
+
+def test_loopback_ice_is_off_by_default_and_restored() -> None:
+    original = aioice.ice.get_host_addresses
+
+    async def body() -> None:
+        async with serving(allow_loopback_ice=False):
+            assert aioice.ice.get_host_addresses is original
+            assert "127.0.0.1" not in aioice.ice.get_host_addresses(True, False)
+        async with serving(allow_loopback_ice=True):
+            assert "127.0.0.1" in aioice.ice.get_host_addresses(True, False)
+        assert aioice.ice.get_host_addresses is original
+
+    run(body)
+
+
+# -- static files and headers ------------------------------------------------------------
+
+
+def test_page_and_assets_are_served_with_security_headers() -> None:
+    async def body() -> None:
+        async with serving() as client:
+            page = await client.get("/")
+            assert page.status == 200
+            html = await page.text()
+            assert "/static/app.js" in html and "score-chart" in html
+            assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+            assert page.headers["X-Content-Type-Options"] == "nosniff"
+            assert page.headers["Referrer-Policy"] == "no-referrer"
+            for name, kind in (("app.js", "text/javascript"), ("chart.js", "text/javascript"), ("style.css", "text/css")):
+                asset = await client.get(f"/static/{name}")
+                assert asset.status == 200 and asset.content_type == kind
+                assert len(await asset.read()) > 500
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/",
+        "/static",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e%2f%2e%2e%2fpyproject.toml",
+        "/static/__init__.py",
+        "/static/app.js/",
+        "/stream/server/app.py",
+        "/etc/passwd",
+        "/index.html/../../pyproject.toml",
+    ],
+)
+def test_no_file_access_beyond_the_page_assets(path: str) -> None:
+    async def body() -> None:
+        async with serving() as client:
+            response = await client.get(path)
+            assert response.status == 404, (path, response.status)
+            text = await response.text()
+            assert "import" not in text and "[project]" not in text and "Index of" not in text
+
+    run(body)
+
+
+# -- token ---------------------------------------------------------------------------------
+
+
+def test_token_is_required_on_every_api_route_and_metrics() -> None:
+    async def body() -> None:
+        async with serving(token=TOKEN) as client:
+            for method, path in (
+                ("GET", "/api/sources"),
+                ("GET", "/api/sessions"),
+                ("POST", "/api/offer"),
+                ("DELETE", "/api/sessions/abc"),
+                ("GET", "/metrics"),
+            ):
+                for headers in ({}, {"X-Deepwatch-Token": "wrong-" + TOKEN}, {"Authorization": "Bearer nope"}):
+                    response = await client.request(method, path, headers=headers)
+                    assert "token" in await json_error(response, 401)
+            assert (await client.get("/api/sources", headers=HEADERS)).status == 200
+            assert (await client.get("/api/sources", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
+            assert (await client.get(f"/api/sources?token={TOKEN}")).status == 200
+            assert (await client.get(f"/metrics?token={TOKEN}")).status == 200
+            # The page itself and the liveness probe need no token.
+            assert (await client.get("/")).status == 200
+            assert (await client.get("/healthz")).status == 200
+
+    run(body)
+
+
+# -- malformed input -----------------------------------------------------------------------
+
+
+def test_malformed_offers_get_json_errors_and_the_server_keeps_serving() -> None:
+    garbage_sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video notaport UDP/TLS/RTP/SAVPF 96\r\nthis is not sdp\r\n"
+    bodies: list[tuple[bytes, int, str]] = [
+        (b"", 400, "JSON"),
+        (b"{not json", 400, "JSON"),
+        (b"\xff\xfe\x00garbage", 400, "JSON"),
+        (b"[1, 2, 3]", 400, "JSON object"),
+        (json.dumps({"type": "answer", "sdp": "v=0"}).encode(), 400, "type"),
+        (json.dumps({"type": "offer"}).encode(), 400, "sdp"),
+        (json.dumps({"type": "offer", "sdp": 42}).encode(), 400, "sdp"),
+        (json.dumps({"type": "offer", "sdp": "v=0", "extra": 1}).encode(), 400, "unknown keys"),
+        (json.dumps({"type": "offer", "sdp": "v=0", "source": 7}).encode(), 400, "source"),
+        (json.dumps({"type": "offer", "sdp": garbage_sdp}).encode(), 400, "offer"),
+        (json.dumps({"type": "offer", "sdp": "v=0\r\n"}).encode(), 400, "offer"),
+        (json.dumps({"type": "offer", "sdp": "v=0\r\n", "source": "nope"}).encode(), 404, "unknown source"),
+        (b"x" * (64 * 1024 + 1), 413, "larger than"),
+    ]
+
+    async def body() -> None:
+        async with serving(token=TOKEN) as client:
+            for raw, status, words in bodies:
+                response = await client.post("/api/offer", data=raw, headers=HEADERS)
+                assert words in await json_error(response, status), raw[:60]
+                assert await sessions_active(client) == 0
+            metrics = await (await client.get("/metrics", headers=HEADERS)).text()
+            assert 'deepwatch_bad_requests_total{status="400"} 11.0' in metrics
+            assert 'deepwatch_bad_requests_total{status="413"} 1.0' in metrics
+            # Still serving a real peer after all that.
+            peer = ClientPeer(SolidTrack(100))
+            response = await client.post("/api/offer", json=await peer.offer_body(), headers=HEADERS)
+            assert response.status == 200, await response.text()
+            await peer.accept(await response.json())
+            await peer.wait_for(lambda: len(peer.scores()) >= 3)
+            await peer.close()
+
+    run(body)
+
+
+def test_chunked_oversized_body_is_refused() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield b"y" * 1024
+
+    async def body() -> None:
+        async with serving() as client:
+            response = await client.post("/api/offer", data=chunks())
+            await json_error(response, 413)
+            assert await sessions_active(client) == 0
+
+    run(body)
+
+
+def test_offer_with_audio_or_without_video_is_rejected() -> None:
+    async def body() -> None:
+        async with serving() as client:
+            peer = ClientPeer(SolidTrack(100))
+            peer.pc.addTransceiver("audio", direction="sendrecv")
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            assert "exactly one video" in await json_error(response, 400)
+            await peer.close()
+            receive_only = ClientPeer(None)
+            response = await client.post("/api/offer", json=await receive_only.offer_body())
+            assert "no video track" in await json_error(response, 400)
+            await receive_only.close()
+            assert await sessions_active(client) == 0
+
+    run(body)
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+def test_a_session_scores_the_frames_the_peer_sends_and_cleans_up() -> None:
+    recorder = PipelineRecorder()
+
+    async def body() -> None:
+        async with serving(recorder=recorder) as client:
+            server = client.app[SERVER_KEY]
+            peer = ClientPeer(SolidTrack(204))
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            assert response.status == 200
+            answer = await response.json()
+            await peer.accept(answer)
+            await peer.wait_for(lambda: sum(1 for m in peer.scores() if m["faces"][0]["ready"]) >= 10)
+            await peer.wait_for(lambda: len(peer.received_frames) >= 5)
+            assert await sessions_active(client) == 1
+            listed = await (await client.get("/api/sessions")).json()
+            assert [s["session_id"] for s in listed["sessions"]] == [answer["session_id"]]
+
+            last = peer.scores()[-1]
+            face = last["faces"][0]
+            # The fake scores brightness: 204/255 = 0.8, give or take the video codec.
+            assert face["p_fake"] == pytest.approx(0.8, abs=0.03)
+            assert face["verdict"] == "FAKE" and face["track_id"] == 1
+            assert last["width"] == 320 and last["height"] == 240 and last["server_latency_ms"] >= 0
+            # The video that comes back carries the overlay: the box edge is drawn at x = 80
+            # in the palette's colour for p_fake 0.8 (red-orange), the middle keeps the grey.
+            frame = peer.received_frames[-1]
+            assert frame.shape == (240, 320, 3)
+            assert abs(int(frame[120, 160].mean()) - 204) < 10
+            edge = frame[100:140, 79:82].reshape(-1, 3).mean(axis=0)
+            assert edge[0] > 200 and edge[1] < 140 and edge[2] < 60, edge
+
+            pipeline = recorder.built[0]
+            inference_threads = {t.ident for t in threading.enumerate() if t.name.startswith("deepwatch-inference")}
+            assert len(pipeline.thread_ids) == 1 and pipeline.thread_ids <= inference_threads
+
+            metrics = await (await client.get("/metrics")).text()
+            for name in (
+                "deepwatch_fps",
+                "deepwatch_latency_seconds_bucket",
+                "deepwatch_frames_dropped_total",
+                "deepwatch_frames_processed_total",
+                "deepwatch_active_tracks",
+                "deepwatch_alerts_total",
+                "deepwatch_sessions_active",
+            ):
+                assert name in metrics
+            assert "deepwatch_active_tracks 1.0" in metrics
+            assert "deepwatch_sessions_active 1.0" in metrics
+
+            await peer.close()
+            await wait_until(lambda: _is_zero(client))
+            assert pipeline.finished.wait(5)
+            metrics = await (await client.get("/metrics")).text()
+            assert "deepwatch_active_tracks 0.0" in metrics and "deepwatch_fps 0.0" in metrics
+            assert not server.sessions
+
+    run(body)
+
+
+async def _is_zero(client: TestClient) -> bool:
+    return await sessions_active(client) == 0
+
+
+def test_alerts_reach_the_page_and_the_metrics() -> None:
+    async def body() -> None:
+        async with serving(recorder=PipelineRecorder(alert_above=0.5)) as client:
+            peer = ClientPeer(SolidTrack(230))
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            await peer.accept(await response.json())
+            await peer.wait_for(lambda: sum(len(m["events"]) for m in peer.scores()) >= 3)
+            event = next(e for m in peer.scores() for e in m["events"])
+            assert event["kind"] == "alert" and event["track_id"] == 1 and event["data"]["p_fake"] > 0.8
+            metrics = await (await client.get("/metrics")).text()
+            assert metric_value(metrics, "deepwatch_alerts_total") >= 3
+            await peer.close()
+
+    run(body)
+
+
+def test_session_limit_refuses_extra_offers_until_one_closes() -> None:
+    async def body() -> None:
+        async with serving(max_sessions=1) as client:
+            first = ClientPeer(SolidTrack(50))
+            response = await client.post("/api/offer", json=await first.offer_body())
+            assert response.status == 200
+            answer = await response.json()
+            await first.accept(answer)
+            second = ClientPeer(SolidTrack(60))
+            response = await client.post("/api/offer", json=await second.offer_body())
+            assert "session limit" in await json_error(response, 503)
+            metrics = await (await client.get("/metrics")).text()
+            assert 'deepwatch_sessions_rejected_total{reason="limit"} 1.0' in metrics
+            # The page's Stop button: DELETE frees the slot at once.
+            deleted = await client.delete(f"/api/sessions/{answer['session_id']}")
+            assert deleted.status == 200
+            assert await sessions_active(client) == 0
+            await json_error(await client.delete(f"/api/sessions/{answer['session_id']}"), 404)
+            third = ClientPeer(SolidTrack(70))
+            response = await client.post("/api/offer", json=await third.offer_body())
+            assert response.status == 200
+            await third.accept(await response.json())
+            await third.wait_for(lambda: len(third.scores()) >= 3)
+            for peer in (first, second, third):
+                await peer.close()
+
+    run(body)
+
+
+def test_a_peer_that_vanishes_is_closed_after_the_idle_timeout() -> None:
+    recorder = PipelineRecorder()
+
+    async def body() -> None:
+        async with serving(recorder=recorder, idle_timeout_s=1.0) as client:
+            track = SolidTrack(120)
+            peer = ClientPeer(track)
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            await peer.accept(await response.json())
+            await peer.wait_for(lambda: len(peer.scores()) >= 3)
+            # The camera freezes: no RTCP BYE, no DTLS close, just silence.
+            track.stop()
+            await wait_until(lambda: _is_zero(client), timeout_s=10)
+            assert recorder.built[0].finished.wait(5)
+            sessions = await (await client.get("/api/sessions")).json()
+            assert sessions["sessions"] == []
+            # A new peer is served.
+            fresh = ClientPeer(SolidTrack(30))
+            response = await client.post("/api/offer", json=await fresh.offer_body())
+            await fresh.accept(await response.json())
+            await fresh.wait_for(lambda: len(fresh.scores()) >= 3)
+            assert fresh.scores()[-1]["faces"][0]["p_fake"] == pytest.approx(30 / 255, abs=0.03)
+            await fresh.close()
+            await peer.close()
+
+    run(body)
+
+
+def test_data_channel_messages_are_checked() -> None:
+    async def body() -> None:
+        async with serving() as client:
+            peer = ClientPeer(SolidTrack(90))
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            await peer.accept(await response.json())
+            await peer.wait_for(lambda: len(peer.scores()) >= 2)
+            for raw in ("not json", "[]", '{"type": "hack"}', '{"type": "ping", "client_time_ms": "x"}',
+                        "x" * (MAX_CLIENT_MESSAGE_CHARS + 1), b"\x00\x01"):
+                peer.channel.send(raw)
+            peer.channel.send('{"type": "ping", "client_time_ms": 12.5}')
+            await peer.wait_for(lambda: any(m["type"] == "pong" for m in peer.messages))
+            errors = [m["error"] for m in peer.messages if m["type"] == "error"]
+            assert len(errors) == 6, errors
+            assert any("JSON" in e for e in errors) and any("binary" in e for e in errors)
+            pong = next(m for m in peer.messages if m["type"] == "pong")
+            assert pong["client_time_ms"] == 12.5
+            # The session goes on.
+            count = len(peer.scores())
+            await peer.wait_for(lambda: len(peer.scores()) > count + 3)
+            await peer.close()
+
+    run(body)
+
+
+def test_server_side_source_is_streamed_to_a_receive_only_peer() -> None:
+    made: list[SolidSource] = []
+
+    def open_door() -> SolidSource:
+        made.append(SolidSource(150))
+        return made[-1]
+
+    async def body() -> None:
+        sources: dict[str, SourceOpener] = {"door": open_door, "broken": lambda: SolidSource(1, fail_on_start=True)}
+        async with serving(sources=sources) as client:
+            listed = await (await client.get("/api/sources")).json()
+            assert listed["sources"] == ["broken", "door"]
+            peer = ClientPeer(None)
+            response = await client.post("/api/offer", json=await peer.offer_body(source="door"))
+            assert response.status == 200, await response.text()
+            await peer.accept(await response.json())
+            await peer.wait_for(lambda: len(peer.scores()) >= 5)
+            await peer.wait_for(lambda: len(peer.received_frames) >= 3)
+            assert peer.scores()[-1]["faces"][0]["p_fake"] == pytest.approx(150 / 255, abs=1e-6)
+            assert abs(int(peer.received_frames[-1][120, 160].mean()) - 150) < 10
+            # A peer that sends video while naming a source is refused, and so is a dead source.
+            sender = ClientPeer(SolidTrack(10))
+            response = await client.post("/api/offer", json=await sender.offer_body(source="door"))
+            assert "recvonly" in await json_error(response, 400)
+            broken = ClientPeer(None)
+            response = await client.post("/api/offer", json=await broken.offer_body(source="broken"))
+            assert "cannot connect" in await json_error(response, 502)
+            await wait_until(lambda: _is_at_most_one(client))
+            await peer.close()
+            await wait_until(lambda: _is_zero(client))
+            assert all(source.stopped.is_set() for source in made), "every opened source is stopped"
+            for other in (sender, broken):
+                await other.close()
+
+    run(body)
+
+
+async def _is_at_most_one(client: TestClient) -> bool:
+    return await sessions_active(client) <= 1
+
+
+def test_server_shutdown_closes_open_sessions() -> None:
+    recorder = PipelineRecorder()
+
+    async def body() -> None:
+        app = create_app(
+            ServerOptions(port=0, allow_loopback_ice=True), pipeline_factory=recorder, annotate=overlay_annotator()
+        )
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        peer = ClientPeer(SolidTrack(80))
+        response = await client.post("/api/offer", json=await peer.offer_body())
+        await peer.accept(await response.json())
+        await peer.wait_for(lambda: len(peer.scores()) >= 2)
+        await client.close()
+        assert recorder.built[0].finished.is_set()
+        assert not app[SERVER_KEY].sessions
+        assert not [t for t in threading.enumerate() if t.name.startswith("deepwatch-inference")]
+        await peer.close()
+
+    run(body)
+
+
+def test_unused_handler_types_are_aiohttp_apps() -> None:
+    assert isinstance(create_app(ServerOptions(), pipeline_factory=PipelineRecorder(), annotate=overlay_annotator()), web.Application)
