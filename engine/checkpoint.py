@@ -37,7 +37,9 @@ class ScorerCheckpoint:
     """Everything needed to rebuild a trained scorer and the encoder it expects.
 
     Attributes:
-        encoder_weights: id of the base encoder weights the head was trained on.
+        encoder_weights: the base encoder weights the head was trained on, as passed to
+            ``engine.load_encoder(weights=...)`` (e.g. "casia-webface").
+        encoder_weights_id: the base weights' exact id (``<name>@<sha256 prefix>``), "" if unknown.
         encoder_overrides: encoder parameters changed by fine-tuning (facenet-pytorch names),
             float32; empty for a frozen encoder.
         head_type: key of ``engine.heads.HEADS``.
@@ -54,6 +56,7 @@ class ScorerCheckpoint:
 
     encoder_weights: str
     encoder_overrides: dict[str, torch.Tensor]
+    encoder_weights_id: str
     head_type: str
     head_params: dict[str, Any]
     head_state: dict[str, torch.Tensor]
@@ -108,12 +111,19 @@ class ScorerCheckpoint:
         return SequenceScorer(self.build_head(), config)
 
     def check_encoder(self, encoder_weights_id: str) -> None:
-        """Refuse an encoder whose base weights differ from the ones the checkpoint was trained on."""
-        if encoder_weights_id != self.encoder_weights:
+        """Refuse an encoder whose base weights differ from the ones the checkpoint was trained on.
+
+        ``encoder_weights_id`` is the encoder's ``weights_id`` (``<name>@<sha>``, with
+        ``+<digest>`` when fine-tuned layers were applied); only the base part is compared.
+        """
+        base = encoder_weights_id.split("+", 1)[0]
+        expected = self.encoder_weights_id or self.encoder_weights
+        same = base == expected or ("@" not in expected and base.split("@", 1)[0] == expected)
+        if not same:
             raise CheckpointError(
-                f"checkpoint {self._name()} was trained on encoder weights {self.encoder_weights!r}, "
-                f"but the encoder uses {encoder_weights_id!r}; load the encoder with "
-                f"weights={self.encoder_weights!r} or use a checkpoint trained on {encoder_weights_id!r}"
+                f"checkpoint {self._name()} was trained on encoder weights {expected!r}, "
+                f"but the encoder uses {base!r}; load the encoder with "
+                f"weights={self.encoder_weights!r} or use a checkpoint trained on {base!r}"
             )
 
     def with_threshold(self, threshold: float, threshold_fpr: float) -> ScorerCheckpoint:
@@ -126,6 +136,7 @@ class ScorerCheckpoint:
             "format": "deepwatch-scorer",
             "format_version": FORMAT_VERSION,
             "encoder_weights": self.encoder_weights,
+            "encoder_weights_id": self.encoder_weights_id,
             "encoder_overrides": {
                 name: value.half() if value.is_floating_point() else value
                 for name, value in self.encoder_overrides.items()
@@ -184,6 +195,7 @@ def load_checkpoint(
         checkpoint = ScorerCheckpoint(
             encoder_weights=str(raw["encoder_weights"]),
             encoder_overrides={name: value.float() for name, value in raw["encoder_overrides"].items()},
+            encoder_weights_id=str(raw.get("encoder_weights_id", "")),
             head_type=str(raw["head_type"]),
             head_params=dict(raw["head_params"]),
             head_state=dict(raw["head_state"]),

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Samples may arrive up to this fraction of a period early: with a 30 fps source and 8 Hz sampling
 # frames land 33 ms apart, so insisting on a full period would drop the rate to 7.5 Hz.
-_EARLY_TOLERANCE = 0.5
+_EARLY_TOLERANCE = 0.25
 
 
 class SampleClock:

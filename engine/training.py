@@ -259,7 +259,7 @@ def train_head(
             loss = loss_function(head(x), y)
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         record = {"epoch": float(epoch), "loss": float(np.mean(losses))}
         if use_validation:
             val_auc = roc_auc(val_labels, score_videos(head, val_videos, config.window_size, config.stride))

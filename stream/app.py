@@ -95,15 +95,23 @@ def load_components(config: AppConfig) -> PipelineComponents:
         SetupError: the checkpoint is missing, unreadable or trained on other encoder weights,
             or the encoder cannot be built; the message is one line for the user.
     """
+    if config.pipeline.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.pipeline.torch_threads)
     try:
         checkpoint = load_checkpoint(config.model.checkpoint)
-        checkpoint.check_encoder(config.encoder.weights)
     except CheckpointError as error:
         raise SetupError(str(error)) from error
     try:
         encoder = engine.encoder_from_config(config.encoder, checkpoint.encoder_overrides)
     except (engine.BackendUnavailableError, engine.WeightsError, ValueError) as error:
         raise SetupError(f"cannot build the face encoder: {error}") from error
+    try:
+        checkpoint.check_encoder(encoder.weights_id)
+    except CheckpointError as error:
+        encoder.close()
+        raise SetupError(str(error)) from error
     detector = FaceDetector(config.detector)
     logger.info(
         "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s",

@@ -53,16 +53,14 @@ class ExtractConfig:
     Attributes:
         sample_rate_hz: face samples per second per track (the scorer's rate).
         max_samples: stop reading a video after this many sampled frames.
-        detector: detector settings; extraction looks at full-size frames up to 720 px so the
-            small faces of HD videos are found.
+        detector: detector settings (the live pipeline's defaults, so training finds the faces
+            the live pipeline finds).
         crop: crop settings (must match the live pipeline's, so training sees live-like crops).
     """
 
     sample_rate_hz: float = 8.0
-    max_samples: int = 64
-    detector: DetectorConfig = field(
-        default_factory=lambda: DetectorConfig(max_side_px=720, min_face_size_px=24.0)
-    )
+    max_samples: int = 32
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     crop: CropConfig = field(default_factory=CropConfig)
 
     def __post_init__(self) -> None:
@@ -87,6 +85,8 @@ class FaceCache:
         track_ids: (N,) tracker ids.
         boxes_xyxy: N x 4 float32 frame pixels.
         landmarks_5x2: N x 5 x 2 float32 frame pixels (NaN where unknown).
+        crop_landmarks_5x2: N x 5 x 2 float32 landmarks in crop pixels (NaN where unknown); the
+            pseudo-fake masks are drawn from them.
         frame_size_wh: (width, height) of the video.
         reason: why the cache is empty ("" when it is not).
     """
@@ -96,6 +96,7 @@ class FaceCache:
     track_ids: np.ndarray
     boxes_xyxy: np.ndarray
     landmarks_5x2: np.ndarray
+    crop_landmarks_5x2: np.ndarray
     frame_size_wh: tuple[int, int]
     reason: str = ""
 
@@ -130,6 +131,7 @@ class FaceCache:
             track_ids=self.track_ids,
             boxes_xyxy=self.boxes_xyxy,
             landmarks_5x2=self.landmarks_5x2,
+            crop_landmarks_5x2=self.crop_landmarks_5x2,
             frame_size_wh=np.asarray(self.frame_size_wh),
             reason=np.asarray(self.reason),
         )
@@ -144,6 +146,7 @@ class FaceCache:
                 track_ids=data["track_ids"],
                 boxes_xyxy=data["boxes_xyxy"],
                 landmarks_5x2=data["landmarks_5x2"],
+                crop_landmarks_5x2=data["crop_landmarks_5x2"],
                 frame_size_wh=(int(data["frame_size_wh"][0]), int(data["frame_size_wh"][1])),
                 reason=str(data["reason"]),
             )
@@ -156,6 +159,7 @@ class FaceCache:
             track_ids=np.zeros(0, np.int64),
             boxes_xyxy=np.zeros((0, 4), np.float32),
             landmarks_5x2=np.zeros((0, 5, 2), np.float32),
+            crop_landmarks_5x2=np.zeros((0, 5, 2), np.float32),
             frame_size_wh=frame_size_wh,
             reason=reason,
         )
@@ -231,20 +235,22 @@ class FaceExtractor:
                 fps = 25.0
             tracker = self._tracking.FaceTracker(self._tracker_config, source_id=str(path))
             clock = SampleClock(self.config.sample_rate_hz)
-            crops, times, ids, boxes, landmarks = [], [], [], [], []
+            crops, times, ids, boxes, landmarks, crop_landmarks = [], [], [], [], [], []
             frame_size = (0, 0)
             index = sampled = 0
             decoded_any = False
             # Decode from the start: seeking in some H.264 4:4:4 files returns corrupt frames.
             while sampled < self.config.max_samples:
-                ok, bgr = capture.read()
-                if not ok:
+                if not capture.grab():
                     break
                 decoded_any = True
                 timestamp_s = index / fps
                 index += 1
                 if not clock.is_due(timestamp_s):
                     continue
+                ok, bgr = capture.retrieve()
+                if not ok:
+                    break
                 clock.mark(timestamp_s)
                 sampled += 1
                 image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -258,11 +264,13 @@ class FaceExtractor:
                     times.append(timestamp_s)
                     ids.append(track.track_id)
                     boxes.append(np.asarray(track.box_xyxy, np.float32))
-                    landmarks.append(
+                    marks = (
                         np.full((5, 2), np.nan, np.float32)
                         if track.landmarks_5x2 is None
                         else np.asarray(track.landmarks_5x2, np.float32)
                     )
+                    landmarks.append(marks)
+                    crop_landmarks.append(self._to_crop(marks, track.box_xyxy))
         finally:
             capture.release()
         if not decoded_any:
@@ -275,8 +283,21 @@ class FaceExtractor:
             track_ids=np.asarray(ids, np.int64),
             boxes_xyxy=np.stack(boxes),
             landmarks_5x2=np.stack(landmarks),
+            crop_landmarks_5x2=np.stack(crop_landmarks),
             frame_size_wh=frame_size,
         )
+
+    def _to_crop(self, landmarks_5x2: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray:
+        """The landmarks in crop pixels, through the same transform ``crop_faces`` used."""
+        from tracking.crops import aligned_transform, box_transform
+
+        crop = self.config.crop
+        matrix = None
+        if crop.mode == "aligned" and np.isfinite(landmarks_5x2).all():
+            matrix = aligned_transform(landmarks_5x2, crop.size_px, crop.margin)
+        if matrix is None:
+            matrix = box_transform(box_xyxy, crop.size_px, crop.margin)
+        return (landmarks_5x2.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
 def extract_media(

@@ -41,12 +41,16 @@ class PipelineConfig:
         history_length: score values kept per track for the sparkline and charts.
         update_event_interval_s: at most one track_update event per track per this many seconds
             of stream time (a verdict change is always reported at once).
+        torch_threads: CPU threads torch may use (detector, scorer head); None keeps torch's
+            default. On a small shared CPU, 1 avoids oversubscription, which costs far more than
+            it gains.
     """
 
     threshold: float | None = None
     uncertain_margin: float = 0.1
     history_length: int = 48
     update_event_interval_s: float = 1.0
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -57,11 +61,18 @@ class PipelineConfig:
             raise ValueError(f"history_length must be an integer >= 2, got {self.history_length!r}")
         if not self.update_event_interval_s >= 0:
             raise ValueError(f"update_event_interval_s must be >= 0, got {self.update_event_interval_s!r}")
+        if self.torch_threads is not None and (
+            isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 1
+        ):
+            raise ValueError(f"torch_threads must be an integer >= 1 or null, got {self.torch_threads!r}")
 
 
 @dataclass
 class TrackRecord:
-    """What the pipeline remembers about one track, for results, events and the summary."""
+    """What the pipeline remembers about one track, for results, events and the summary.
+
+    ``frames`` counts the frames on which the track was CONFIRMED (not coasting as LOST).
+    """
 
     source_id: str
     track_id: int
@@ -267,8 +278,9 @@ class Pipeline:
             if record is None:
                 faces.append(_face(track, False, math.nan, False, "UNSURE", (), 0))
                 continue
-            record.frames += 1
-            record.last_timestamp_s = frame.timestamp_s
+            if track.state is TrackState.CONFIRMED:
+                record.frames += 1
+                record.last_timestamp_s = frame.timestamp_s
             score = scores.get(track.track_id)
             if score is not None:
                 self._apply_score(record, score, frame, track, events)

@@ -69,8 +69,8 @@ class Runner:
     """Runs sources through a pipeline into sinks.
 
     Args:
-        sources: started or not; ``run`` starts them (raising ``SourceError`` if one cannot be
-            opened) and always stops them.
+        sources: ``run`` starts them (raising ``SourceError`` if one cannot be opened), unless
+            ``sources_started``; it always stops them.
         pipeline: the pipeline core.
         sinks: outputs; the overlay is drawn only if one needs the annotated image.
         threshold: decision threshold drawn in the sparklines.
@@ -89,6 +89,7 @@ class Runner:
         log_interval_s: float = 5.0,
         stop_event: threading.Event | None = None,
         window: Any = None,
+        sources_started: bool = False,
     ) -> None:
         if not sources:
             raise ValueError("Runner needs at least one source, got none")
@@ -102,6 +103,7 @@ class Runner:
         self._log_interval_s = log_interval_s
         self.stop_event = stop_event or threading.Event()
         self._window = window
+        self._sources_started = sources_started
         self._annotate = any(sink.needs_annotated for sink in self._sinks)
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCY_SAMPLES)
         self._window_latencies_ms: list[float] = []
@@ -114,11 +116,12 @@ class Runner:
 
         Raises ``SourceError`` (after stopping what was started) if a source cannot be opened.
         """
-        started: list[Source] = []
+        started: list[Source] = list(self._sources) if self._sources_started else []
         try:
             for source in self._sources:
-                source.start()
-                started.append(source)
+                if not self._sources_started:
+                    source.start()
+                    started.append(source)
             self._started_s = time.monotonic()
             stopped_by = self._loop()
         except KeyboardInterrupt:

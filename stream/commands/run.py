@@ -65,17 +65,29 @@ def run(args: argparse.Namespace) -> int:
 
         config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
 
-    # Heavy imports (torch, facenet-pytorch) only once the arguments are known to be sound.
+    # Open the inputs first: a missing, corrupt or unreachable one is reported before the models load.
+    started: list[FrameReader] = []
+    try:
+        for source in sources:
+            source.start()
+            started.append(source)
+    except SourceError as error:
+        _stop_all(started)
+        return _fail(str(error), EXIT_FAILED)
+
+    # Heavy imports (torch, facenet-pytorch) only once the inputs are known to be sound.
     from stream.app import SetupError, load_components
     from stream.runner import Runner
 
     try:
         components = load_components(config)
     except SetupError as error:
+        _stop_all(sources)
         return _fail(str(error), EXIT_FAILED)
     try:
         sinks, window = _make_sinks(output, sources, config)
     except (OSError, ValueError) as error:
+        _stop_all(sources)
         components.close()
         return _fail(f"cannot create an output: {error}", EXIT_FAILED)
     stop_event = threading.Event()
@@ -87,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         log_interval_s=output.log_interval_s,
         stop_event=stop_event,
         window=window,
+        sources_started=True,
     )
     previous_sigterm = _stop_on_sigterm(stop_event)
     try:
@@ -133,6 +146,11 @@ def _open_sources(specs: list[str], config: AppConfig, *, realtime: bool, loop: 
                 specs[index], config.source, realtime=realtime, loop=loop, source_id=f"{source.source_id}#{count}"
             )
     return sources
+
+
+def _stop_all(sources: list[FrameReader]) -> None:
+    for source in sources:
+        source.stop()
 
 
 def _make_sinks(output: OutputConfig, sources: list[FrameReader], config: AppConfig) -> tuple[list[Sink], Any]:

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "per-face scores over WebRTC."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     parser.add_argument(
         "--token",
@@ -42,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="a server-side source the page may pick, e.g. door=rtsp://cam/stream (repeatable)",
     )
     parser.add_argument(
-        "--idle-timeout", type=float, default=10.0, help="close a session after this many seconds without a frame"
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        help="close a session after this many seconds without a frame",
     )
     parser.add_argument(
         "--allow-loopback-ice",
@@ -89,8 +94,8 @@ def _serve(options: ServerOptions, source_specs: Mapping[str, str], config_path:
     from stream.app import SetupError, load_components
     from stream.config import AppConfig, ConfigError, load_config
     from stream.server.app import create_app
-    from stream.server.peer import overlay_annotator
     from stream.server.live import live_pipeline_factory, source_openers
+    from stream.server.peer import overlay_annotator
 
     try:
         config = load_config(config_path) if config_path else AppConfig()

@@ -17,8 +17,8 @@ import asyncio
 import json
 import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -104,7 +104,9 @@ class Server:
     # -- API -------------------------------------------------------------------------------
 
     async def list_sources(self, request: web.Request) -> web.Response:
-        return web.json_response({"sources": sorted(self._sources), "max_sessions": self.options.max_sessions})
+        return web.json_response(
+            {"sources": sorted(self._sources), "max_sessions": self.options.max_sessions}
+        )
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         return web.json_response({"sessions": [session.describe() for session in self.sessions.values()]})
@@ -152,7 +154,9 @@ class Server:
         self.metrics.sessions_active.set(len(self.sessions))
         try:
             source = await self._start_source(offer.source, opener) if opener is not None else None
-            answer = await asyncio.wait_for(session.negotiate(offer, source), self.options.negotiation_timeout_s)
+            answer = await asyncio.wait_for(
+                session.negotiate(offer, source), self.options.negotiation_timeout_s
+            )
         except BaseException as error:
             await session.close(f"negotiation failed: {error!r:.200}")
             self.metrics.sessions_rejected.labels(reason="offer").inc()
@@ -165,7 +169,9 @@ class Server:
             if isinstance(error, Exception):
                 # aiortc raises assorted errors (ValueError, KeyError, ...) on SDP it cannot use.
                 logger.warning("rejected an offer: %r", error)
-                raise http_error(web.HTTPBadRequest, f"offer could not be negotiated: {error!r:.200}") from error
+                raise http_error(
+                    web.HTTPBadRequest, f"offer could not be negotiated: {error!r:.200}"
+                ) from error
             raise
         self.metrics.sessions.inc()
         logger.info("session %s started (%s)", session.session_id, session.source_id)

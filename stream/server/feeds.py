@@ -157,7 +157,9 @@ class SourceFeed:
                 raise FeedEnded(str(error)) from error
             if frame is not None:
                 captured_s = self._source.clock_origin_s + frame.timestamp_s
-                return PendingFrame(arrival_monotonic_s=min(captured_s, time.monotonic()), to_frame=lambda: frame)
+                return PendingFrame(
+                    arrival_monotonic_s=min(captured_s, time.monotonic()), to_frame=lambda: frame
+                )
             if self._source.ended:
                 raise FeedEnded(f"source {self._source.source_id} ended")
             if time.monotonic() >= deadline:

@@ -84,7 +84,9 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         raise ValueError(f"message type must be one of {list(CLIENT_MESSAGE_TYPES)}, got {kind!r:.80}")
     client_time = body.get("client_time_ms")
     if client_time is not None and (
-        isinstance(client_time, bool) or not isinstance(client_time, (int, float)) or not math.isfinite(client_time)
+        isinstance(client_time, bool)
+        or not isinstance(client_time, (int, float))
+        or not math.isfinite(client_time)
     ):
         raise ValueError(f"client_time_ms must be a finite number, got {client_time!r:.80}")
     return ClientMessage(type=kind, client_time_ms=None if client_time is None else float(client_time))
@@ -134,9 +136,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
     }
 
 
-def frame_message(
-    result: FrameResult, *, server_latency_ms: float, fps: float, frames_dropped: int
-) -> str:
+def frame_message(result: FrameResult, *, server_latency_ms: float, fps: float, frames_dropped: int) -> str:
     """The ``scores`` message sent on the data channel for every processed frame.
 
     ``server_latency_ms`` is frame arrival at the server to annotated frame ready.

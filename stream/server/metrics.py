@@ -59,7 +59,10 @@ class ServerMetrics:
         )
         self.alerts = Counter("deepwatch_alerts", "alert events raised", registry=self.registry)
         self.bad_requests = Counter(
-            "deepwatch_bad_requests", "API requests answered with a 4xx status", ["status"], registry=self.registry
+            "deepwatch_bad_requests",
+            "API requests answered with a 4xx status",
+            ["status"],
+            registry=self.registry,
         )
         self._lock = threading.Lock()
         self._fps_by_session: dict[str, float] = {}

@@ -202,7 +202,11 @@ class PeerSession:
 
     def _send(self, text: str) -> bool:
         channel = self._channel
-        if channel is None or channel.readyState != "open" or channel.bufferedAmount > MAX_CHANNEL_BUFFERED_BYTES:
+        if (
+            channel is None
+            or channel.readyState != "open"
+            or channel.bufferedAmount > MAX_CHANNEL_BUFFERED_BYTES
+        ):
             self.messages_skipped += 1
             return False
         channel.send(text)
@@ -267,7 +271,11 @@ class PeerSession:
         latency_s = now - pending.arrival_monotonic_s
         if self._last_done_s is not None:
             interval = max(now - self._last_done_s, 1e-6)
-            self.fps = 1.0 / interval if self.fps == 0 else (1 - _FPS_SMOOTHING) * self.fps + _FPS_SMOOTHING / interval
+            self.fps = (
+                1.0 / interval
+                if self.fps == 0
+                else (1 - _FPS_SMOOTHING) * self.fps + _FPS_SMOOTHING / interval
+            )
         self._last_done_s = now
         self.frames_processed += 1
         assert self._feed is not None
@@ -284,7 +292,9 @@ class PeerSession:
         if alerts:
             metrics.alerts.inc(alerts)
         self._out.publish(video_frame)
-        self._send(frame_message(result, server_latency_ms=latency_s * 1000, fps=self.fps, frames_dropped=dropped))
+        self._send(
+            frame_message(result, server_latency_ms=latency_s * 1000, fps=self.fps, frames_dropped=dropped)
+        )
 
     async def close(self, reason: str) -> None:
         """Release everything: the loop task, the feed (and its source), the executor and the

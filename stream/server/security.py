@@ -76,7 +76,9 @@ def security_middleware(token: str | None, max_body_bytes: int, metrics: ServerM
                 if not token_matches(presented_token(request), token):
                     raise web.HTTPUnauthorized(reason="missing or wrong token")
             if request.content_length is not None and request.content_length > max_body_bytes:
-                raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes, actual_size=request.content_length)
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=max_body_bytes, actual_size=request.content_length
+                )
             response = await handler(request)
         except web.HTTPException as error:
             if error.status >= 400:

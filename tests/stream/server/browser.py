@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ def chromium_args(fake_camera: Path | None, marker: str) -> list[str]:
         "--disable-features=WebRtcHideLocalIpsWithMdns",
         "--use-fake-device-for-media-stream",
         "--auto-accept-this-tab-capture",
+        "--autoplay-policy=no-user-gesture-required",
         # Keep timers and video running in a background (headless) tab.
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
@@ -150,3 +152,25 @@ def running(app: web.Application) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
+
+
+def wait_for(page: Any, expression: str, timeout_s: float, what: str) -> Any:
+    """Poll a JavaScript expression until it is truthy; returns its value.
+
+    Polls with ``page.evaluate`` rather than ``wait_for_function``, which needs ``eval`` and so
+    would force the page's Content-Security-Policy off.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            state = page.evaluate(
+                "JSON.stringify({c: window.deepwatch.state.connectionState, n: window.deepwatch.state.scoresMessages,"
+                " e: window.deepwatch.state.errors, last: window.deepwatch.state.lastScores})"
+            )
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what}; page state: {state:.1500}"
+            )
+        time.sleep(0.2)

@@ -109,7 +109,7 @@ class ClientPeer:
                 frame = await remote.recv()
                 if len(self.received_frames) < 50:
                     self.received_frames.append(frame.to_ndarray(format="rgb24"))
-        except Exception:  # noqa: BLE001 - the track ends when the session closes
+        except Exception:
             return
 
     async def offer_body(self, source: str | None = None) -> dict:
@@ -163,7 +163,12 @@ class SolidSource:
         time.sleep(1 / 30)
         self._index += 1
         image = np.full((240, 320, 3), self.level, dtype=np.uint8)
-        return Frame(image=image, index=self._index, timestamp_s=time.monotonic() - self._origin, source_id=self.source_id)
+        return Frame(
+            image=image,
+            index=self._index,
+            timestamp_s=time.monotonic() - self._origin,
+            source_id=self.source_id,
+        )
 
     def stop(self) -> None:
         self.stopped.set()
@@ -187,4 +192,3 @@ class SolidSource:
 
 def finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-

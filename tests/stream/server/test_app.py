@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
-from fakes import ClientPeer, PipelineRecorder, SolidSource, SolidTrack
 
 from stream.server.app import SERVER_KEY, SourceOpener, create_app
+from stream.server.messages import MAX_CLIENT_MESSAGE_CHARS
 from stream.server.options import ServerOptions
 from stream.server.peer import overlay_annotator
-from stream.server.messages import MAX_CLIENT_MESSAGE_CHARS
+from tests.stream.server.fakes import ClientPeer, PipelineRecorder, SolidSource, SolidTrack
 
 TOKEN = "t0ken-for-tests-0123456789"
 HEADERS = {"X-Deepwatch-Token": TOKEN}
@@ -118,7 +118,11 @@ def test_page_and_assets_are_served_with_security_headers() -> None:
             assert "default-src 'self'" in page.headers["Content-Security-Policy"]
             assert page.headers["X-Content-Type-Options"] == "nosniff"
             assert page.headers["Referrer-Policy"] == "no-referrer"
-            for name, kind in (("app.js", "text/javascript"), ("chart.js", "text/javascript"), ("style.css", "text/css")):
+            for name, kind in (
+                ("app.js", "text/javascript"),
+                ("chart.js", "text/javascript"),
+                ("style.css", "text/css"),
+            ):
                 asset = await client.get(f"/static/{name}")
                 assert asset.status == 200 and asset.content_type == kind
                 assert len(await asset.read()) > 500
@@ -166,11 +170,17 @@ def test_token_is_required_on_every_api_route_and_metrics() -> None:
                 ("DELETE", "/api/sessions/abc"),
                 ("GET", "/metrics"),
             ):
-                for headers in ({}, {"X-Deepwatch-Token": "wrong-" + TOKEN}, {"Authorization": "Bearer nope"}):
+                for headers in (
+                    {},
+                    {"X-Deepwatch-Token": "wrong-" + TOKEN},
+                    {"Authorization": "Bearer nope"},
+                ):
                     response = await client.request(method, path, headers=headers)
                     assert "token" in await json_error(response, 401)
             assert (await client.get("/api/sources", headers=HEADERS)).status == 200
-            assert (await client.get("/api/sources", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
+            assert (
+                await client.get("/api/sources", headers={"Authorization": f"Bearer {TOKEN}"})
+            ).status == 200
             assert (await client.get(f"/api/sources?token={TOKEN}")).status == 200
             assert (await client.get(f"/metrics?token={TOKEN}")).status == 200
             # The page itself and the liveness probe need no token.
@@ -184,7 +194,9 @@ def test_token_is_required_on_every_api_route_and_metrics() -> None:
 
 
 def test_malformed_offers_get_json_errors_and_the_server_keeps_serving() -> None:
-    garbage_sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video notaport UDP/TLS/RTP/SAVPF 96\r\nthis is not sdp\r\n"
+    garbage_sdp = (
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video notaport UDP/TLS/RTP/SAVPF 96\r\nthis is not sdp\r\n"
+    )
     bodies: list[tuple[bytes, int, str]] = [
         (b"", 400, "JSON"),
         (b"{not json", 400, "JSON"),
@@ -287,7 +299,9 @@ def test_a_session_scores_the_frames_the_peer_sends_and_cleans_up() -> None:
             assert edge[0] > 200 and edge[1] < 140 and edge[2] < 60, edge
 
             pipeline = recorder.built[0]
-            inference_threads = {t.ident for t in threading.enumerate() if t.name.startswith("deepwatch-inference")}
+            inference_threads = {
+                t.ident for t in threading.enumerate() if t.name.startswith("deepwatch-inference")
+            }
             assert len(pipeline.thread_ids) == 1 and pipeline.thread_ids <= inference_threads
 
             metrics = await (await client.get("/metrics")).text()
@@ -398,8 +412,14 @@ def test_data_channel_messages_are_checked() -> None:
             response = await client.post("/api/offer", json=await peer.offer_body())
             await peer.accept(await response.json())
             await peer.wait_for(lambda: len(peer.scores()) >= 2)
-            for raw in ("not json", "[]", '{"type": "hack"}', '{"type": "ping", "client_time_ms": "x"}',
-                        "x" * (MAX_CLIENT_MESSAGE_CHARS + 1), b"\x00\x01"):
+            for raw in (
+                "not json",
+                "[]",
+                '{"type": "hack"}',
+                '{"type": "ping", "client_time_ms": "x"}',
+                "x" * (MAX_CLIENT_MESSAGE_CHARS + 1),
+                b"\x00\x01",
+            ):
                 peer.channel.send(raw)
             peer.channel.send('{"type": "ping", "client_time_ms": 12.5}')
             await peer.wait_for(lambda: any(m["type"] == "pong" for m in peer.messages))
@@ -424,7 +444,10 @@ def test_server_side_source_is_streamed_to_a_receive_only_peer() -> None:
         return made[-1]
 
     async def body() -> None:
-        sources: dict[str, SourceOpener] = {"door": open_door, "broken": lambda: SolidSource(1, fail_on_start=True)}
+        sources: dict[str, SourceOpener] = {
+            "door": open_door,
+            "broken": lambda: SolidSource(1, fail_on_start=True),
+        }
         async with serving(sources=sources) as client:
             listed = await (await client.get("/api/sources")).json()
             assert listed["sources"] == ["broken", "door"]
@@ -462,7 +485,9 @@ def test_server_shutdown_closes_open_sessions() -> None:
 
     async def body() -> None:
         app = create_app(
-            ServerOptions(port=0, allow_loopback_ice=True), pipeline_factory=recorder, annotate=overlay_annotator()
+            ServerOptions(port=0, allow_loopback_ice=True),
+            pipeline_factory=recorder,
+            annotate=overlay_annotator(),
         )
         client = TestClient(TestServer(app))
         await client.start_server()
@@ -480,4 +505,7 @@ def test_server_shutdown_closes_open_sessions() -> None:
 
 
 def test_unused_handler_types_are_aiohttp_apps() -> None:
-    assert isinstance(create_app(ServerOptions(), pipeline_factory=PipelineRecorder(), annotate=overlay_annotator()), web.Application)
+    assert isinstance(
+        create_app(ServerOptions(), pipeline_factory=PipelineRecorder(), annotate=overlay_annotator()),
+        web.Application,
+    )

@@ -1,0 +1,311 @@
+"""Fine-tuning InceptionResNetV1 as a real/fake frame classifier, so its embeddings carry artefacts.
+
+The casia-webface encoder is split at ``train_from``: the frozen lower part runs once per crop
+(and per pseudo-fake variant) and its feature maps are cached, so training only runs the upper
+blocks. The classifier is a linear layer on the L2-normalised embedding, so the fake evidence
+ends up in the embedding direction that the sequence head reads. Batch norm keeps its
+casia-webface statistics (the model stays in eval mode): with a few thousand crops, re-estimating
+them would only add noise. Only the upper blocks' parameters change and are stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+from tqdm.auto import tqdm
+
+from engine.inception_resnet_v1 import InceptionResnetV1
+from engine.metrics import roc_auc
+
+logger = logging.getLogger(__name__)
+
+# The network's stages in forward order (facenet-pytorch names); the pooling, dropout, last_linear
+# and last_bn that follow are always part of the trained upper part.
+STAGES = (
+    "conv2d_1a",
+    "conv2d_2a",
+    "conv2d_2b",
+    "maxpool_3a",
+    "conv2d_3b",
+    "conv2d_4a",
+    "conv2d_4b",
+    "repeat_1",
+    "mixed_6a",
+    "repeat_2",
+    "mixed_7a",
+    "repeat_3",
+    "block8",
+)
+TRAINABLE_FROM = ("repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "last_linear")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How the encoder is fine-tuned.
+
+    Attributes:
+        train_from: first stage that trains (a ``TRAINABLE_FROM`` name); everything before it is
+            frozen and its output cached.
+        max_epochs: upper bound; early stopping on validation video AUC usually ends sooner.
+        steps_per_epoch: optimiser steps per epoch.
+        batch_size: crops per step, half real and half fake.
+        learning_rate: Adam rate of the encoder blocks; the new classifier uses 10 times this.
+        weight_decay: Adam weight decay.
+        patience: epochs without a better validation AUC before stopping.
+        seed: seeds sampling and initialisation.
+    """
+
+    train_from: str = "repeat_3"
+    max_epochs: int = 8
+    steps_per_epoch: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    patience: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train_from not in TRAINABLE_FROM:
+            raise ValueError(f"train_from must be one of {TRAINABLE_FROM}, got {self.train_from!r}")
+        for name in ("max_epochs", "steps_per_epoch", "batch_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class FinetuneResult:
+    """Fine-tuned encoder parameters and how training went.
+
+    Attributes:
+        overrides: the changed encoder parameters (facenet-pytorch names), float32.
+        classifier: the frame classifier's state (weight 1 x 512, bias 1).
+        best_epoch: the epoch whose weights were kept (0 = unchanged base weights).
+        val_auc: validation video AUC of the kept weights (NaN without validation data).
+        history: per-epoch loss and validation AUC.
+    """
+
+    overrides: dict[str, torch.Tensor]
+    classifier: dict[str, torch.Tensor]
+    best_epoch: int
+    val_auc: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def build_model(
+    base_state: dict[str, torch.Tensor], overrides: dict[str, torch.Tensor] | None = None
+) -> InceptionResnetV1:
+    """InceptionResNetV1 with the base weights and optional overrides, in eval mode."""
+    model = InceptionResnetV1()
+    model.load_state_dict(base_state)
+    if overrides:
+        state = model.state_dict()
+        unknown = set(overrides) - set(state)
+        if unknown:
+            raise ValueError(f"encoder overrides name unknown parameters: {sorted(unknown)[:5]}")
+        state.update({name: value.to(state[name].dtype) for name, value in overrides.items()})
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def _lower_stages(train_from: str) -> tuple[str, ...]:
+    if train_from == "last_linear":
+        return STAGES
+    return STAGES[: STAGES.index(train_from)]
+
+
+def upper_parameter_names(model: InceptionResnetV1, train_from: str) -> list[str]:
+    """Names of the parameters that fine-tuning from ``train_from`` changes."""
+    lower = set(_lower_stages(train_from))
+    return [name for name, _ in model.named_parameters() if name.split(".", 1)[0] not in lower]
+
+
+def lower_features(
+    model: InceptionResnetV1, pixels: np.ndarray, train_from: str, batch_size: int = 32
+) -> torch.Tensor:
+    """Run the frozen lower part on N x 3 x 160 x 160 standardised pixels; fp16 feature maps."""
+    stages = [getattr(model, name) for name in _lower_stages(train_from)]
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(pixels), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size]))
+            for stage in stages:
+                x = stage(x)
+            outputs.append(x.half())
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def upper_embeddings(model: InceptionResnetV1, features: torch.Tensor, train_from: str) -> torch.Tensor:
+    """L2-normalised N x 512 embeddings from lower feature maps (gradients flow when enabled)."""
+    x = features.float()
+    for name in STAGES[len(_lower_stages(train_from)) :]:
+        x = getattr(model, name)(x)
+    x = model.avgpool_1a(x).flatten(1)
+    x = model.last_bn(model.last_linear(model.dropout(x)))
+    return functional.normalize(x, p=2.0, dim=1)
+
+
+def embed_features(
+    model: InceptionResnetV1, features: torch.Tensor, train_from: str, batch_size: int = 256
+) -> np.ndarray:
+    """Embeddings of cached lower feature maps, N x 512 float32."""
+    model.eval()
+    with torch.inference_mode():
+        chunks = [
+            upper_embeddings(model, features[start : start + batch_size], train_from)
+            for start in range(0, len(features), batch_size)
+        ]
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 512), np.float32)
+
+
+def finetune_encoder(
+    model: InceptionResnetV1,
+    features: torch.Tensor,
+    labels: np.ndarray,
+    video_ids: np.ndarray,
+    train_mask: np.ndarray,
+    config: FinetuneConfig,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune the upper blocks on cached lower features; early stopping on validation video AUC.
+
+    Args:
+        model: the encoder with its base weights; modified in place (left at the kept weights).
+        features: N lower feature maps from ``lower_features`` with the same ``train_from``.
+        labels: (N,) 1 fake, 0 real, per crop.
+        video_ids: (N,) which video each crop comes from (validation scores videos by the mean
+            frame probability).
+        train_mask: (N,) True for training crops; the others are validation crops (their videos'
+            groups must be disjoint from the training ones; the caller splits by group).
+        config: fine-tuning settings.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    train_indices = [np.nonzero(train_mask & (labels == label))[0] for label in (0, 1)]
+    if any(len(indices) == 0 for indices in train_indices):
+        raise ValueError("fine-tuning needs real and fake training crops")
+    val_indices = np.nonzero(~train_mask)[0]
+    val_video_labels = _video_labels(labels[val_indices], video_ids[val_indices])
+    use_validation = len(val_video_labels) > 0 and 0 < val_video_labels.sum() < len(val_video_labels)
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    names = upper_parameter_names(model, config.train_from)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+    classifier = nn.Linear(512, 1)
+    # The embedding is unit-length, so a logit scale is learnt with the classifier.
+    nn.init.zeros_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    trainable = [parameter for name, parameter in model.named_parameters() if name in names]
+    optimiser = torch.optim.Adam(
+        [
+            {"params": trainable, "lr": config.learning_rate},
+            {"params": classifier.parameters(), "lr": config.learning_rate * 10},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    best = (
+        _val_auc(model, classifier, features, labels, video_ids, val_indices, config)
+        if use_validation
+        else -np.inf,
+        0,
+    )
+    best_state = _snapshot(model, names, classifier)
+    history: list[dict[str, float]] = [{"epoch": 0.0, "val_auc": float(best[0])}]
+    stale = 0
+    half = config.batch_size // 2
+    bar = tqdm(
+        range(1, config.max_epochs + 1), desc=f"fine-tune from {config.train_from}", disable=not progress
+    )
+    for epoch in bar:
+        model.eval()
+        losses = []
+        for _ in range(config.steps_per_epoch):
+            batch = np.concatenate([rng.choice(indices, half) for indices in train_indices])
+            targets = torch.from_numpy(labels[batch].astype(np.float32))
+            embeddings = upper_embeddings(model, features[batch], config.train_from)
+            loss = functional.binary_cross_entropy_with_logits(
+                classifier(embeddings).squeeze(1) * 10.0, targets
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        record = {"epoch": float(epoch), "loss": float(np.mean(losses))}
+        if use_validation:
+            record["val_auc"] = _val_auc(model, classifier, features, labels, video_ids, val_indices, config)
+            if record["val_auc"] > best[0]:
+                best, best_state, stale = (record["val_auc"], epoch), _snapshot(model, names, classifier), 0
+            else:
+                stale += 1
+        history.append(record)
+        bar.set_postfix({key: round(value, 3) for key, value in record.items() if key != "epoch"})
+        if use_validation and stale >= config.patience:
+            break
+    if not use_validation:
+        best, best_state = (float("nan"), config.max_epochs), _snapshot(model, names, classifier)
+    overrides, classifier_state = best_state
+    model.load_state_dict({**model.state_dict(), **overrides})
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    logger.info(
+        "fine-tuned from %s: kept epoch %d, validation video AUC %.3f", config.train_from, best[1], best[0]
+    )
+    return FinetuneResult(overrides, classifier_state, int(best[1]), float(best[0]), history)
+
+
+def frame_probabilities(
+    model: InceptionResnetV1,
+    classifier_state: dict[str, torch.Tensor],
+    features: torch.Tensor,
+    train_from: str,
+) -> np.ndarray:
+    """Per-crop p_fake of the fine-tuned frame classifier."""
+    classifier = nn.Linear(512, 1)
+    classifier.load_state_dict(classifier_state)
+    embeddings = torch.from_numpy(embed_features(model, features, train_from))
+    with torch.inference_mode():
+        return torch.sigmoid(classifier(embeddings).squeeze(1) * 10.0).numpy()
+
+
+def _snapshot(
+    model: InceptionResnetV1, names: Sequence[str], classifier: nn.Module
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    state = model.state_dict()
+    return {name: state[name].detach().clone() for name in names}, copy.deepcopy(classifier.state_dict())
+
+
+def _video_labels(labels: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
+    return (
+        np.array([labels[video_ids == video].max() for video in np.unique(video_ids)])
+        if len(labels)
+        else labels
+    )
+
+
+def _val_auc(
+    model: InceptionResnetV1,
+    classifier: nn.Module,
+    features: torch.Tensor,
+    labels: np.ndarray,
+    video_ids: np.ndarray,
+    indices: np.ndarray,
+    config: FinetuneConfig,
+) -> float:
+    embeddings = torch.from_numpy(embed_features(model, features[indices], config.train_from))
+    with torch.inference_mode():
+        probabilities = torch.sigmoid(classifier(embeddings).squeeze(1)).numpy()
+    videos = video_ids[indices]
+    unique = np.unique(videos)
+    video_scores = np.array([probabilities[videos == video].mean() for video in unique])
+    video_labels = np.array([labels[indices][videos == video].max() for video in unique])
+    return roc_auc(video_labels, video_scores)

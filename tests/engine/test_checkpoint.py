@@ -1,0 +1,99 @@
+"""Checkpoint format: round trip, fp16 overrides, encoder mismatch refusal, and the shipped default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import CheckpointError, ScorerCheckpoint, default_checkpoint_path, load_checkpoint
+from engine.heads import build_head
+
+
+def make_checkpoint(**changes: object) -> ScorerCheckpoint:
+    torch.manual_seed(0)
+    head = build_head("lstm", input_dim=512, hidden_size=16, fc_size=8)
+    values: dict[str, object] = {
+        "encoder_weights": "casia-webface",
+        "encoder_weights_id": "casia-webface@8beef909d988",
+        "encoder_overrides": {"block8.conv2d.weight": torch.randn(1792, 384, 1, 1)},
+        "head_type": "lstm",
+        "head_params": {"input_dim": 512, "hidden_size": 16, "fc_size": 8},
+        "head_state": head.state_dict(),
+        "window_size": 8,
+        "sample_rate_hz": 8.0,
+        "threshold": 0.6,
+        "threshold_fpr": 0.05,
+        "training_summary": {"videos": 3},
+    }
+    values.update(changes)
+    return ScorerCheckpoint(**values)  # type: ignore[arg-type]
+
+
+def test_round_trip_rebuilds_the_same_scorer(tmp_path) -> None:
+    checkpoint = make_checkpoint()
+    path = checkpoint.save(tmp_path / "model.pt")
+    loaded = load_checkpoint(path)
+    assert loaded.encoder_weights == "casia-webface"
+    assert loaded.changed_layers == ["block8"]
+    assert loaded.window_size == 8 and loaded.sample_rate_hz == 8.0
+    assert loaded.threshold == 0.6 and loaded.threshold_fpr == 0.05
+    assert loaded.training_summary == {"videos": 3}
+    # Overrides are stored fp16 and come back float32 within fp16 precision.
+    original = checkpoint.encoder_overrides["block8.conv2d.weight"]
+    restored = loaded.encoder_overrides["block8.conv2d.weight"]
+    assert restored.dtype == torch.float32
+    torch.testing.assert_close(restored, original, atol=2e-3, rtol=1e-3)
+    assert (
+        torch.load(path, weights_only=True)["encoder_overrides"]["block8.conv2d.weight"].dtype
+        == torch.float16
+    )
+    window = np.random.default_rng(0).normal(size=(8, 512)).astype(np.float32)
+    expected = checkpoint.build_scorer().score_window(window)
+    assert loaded.build_scorer().score_window(window) == pytest.approx(expected, abs=2e-3)
+    scorer = loaded.build_scorer()
+    assert scorer.config.window_size == 8 and scorer.sample_rate_hz == 8.0
+
+
+def test_encoder_with_other_base_weights_is_refused(tmp_path) -> None:
+    path = make_checkpoint().save(tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="casia-webface@8beef909d988.*vggface2@0123456789ab"):
+        load_checkpoint(path, encoder_weights="vggface2@0123456789ab")
+    checkpoint = load_checkpoint(path, encoder_weights="casia-webface@8beef909d988")
+    # A fine-tuned encoder's id carries a "+digest" suffix; only the base part is compared.
+    checkpoint.check_encoder("casia-webface@8beef909d988+0123abcd4567")
+    with pytest.raises(CheckpointError, match="casia-webface@ffffffffffff"):
+        checkpoint.check_encoder("casia-webface@ffffffffffff")
+
+
+def test_bad_files_are_refused(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a deepwatch scorer checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    raw = make_checkpoint().to_dict()
+    del raw["threshold"]
+    torch.save(raw, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="lacks the field 'threshold'"):
+        load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_shipped_default_checkpoint() -> None:
+    path = default_checkpoint_path()
+    assert path.is_file(), f"the shipped model is missing: {path}"
+    checkpoint = load_checkpoint()
+    assert checkpoint.encoder_weights == "casia-webface"
+    assert 0.0 < checkpoint.threshold < 1.0
+    assert checkpoint.training_summary["videos"] > 50
+    # Only changed encoder layers are stored: the file stays small.
+    assert path.stat().st_size < 20e6
+    scorer = checkpoint.build_scorer()
+    rng = np.random.default_rng(0)
+    window = rng.normal(size=(checkpoint.window_size, 512)).astype(np.float32)
+    window /= np.linalg.norm(window, axis=1, keepdims=True)
+    probability = scorer.score_window(window)
+    assert 0.0 <= probability <= 1.0

@@ -1,0 +1,81 @@
+"""Fixtures for the live-app tests: the model to run with, and running the CLI as a user would."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def checkpoint_args(tmp_path_factory) -> list[str]:
+    """``deepwatch run`` arguments selecting the model: the shipped default when it is installed.
+
+    Without it (a checkout before the detector's model is committed), an untrained head over the
+    real casia-webface encoder is saved and used: these tests check the app's mechanics (tracks,
+    samples, events, exit codes), never the model's accuracy.
+    """
+    from engine.checkpoint import ScorerCheckpoint, default_checkpoint_path
+
+    if default_checkpoint_path().is_file():
+        return []
+    import torch
+
+    from engine.heads import build_head
+
+    torch.manual_seed(0)
+    params = {"hidden_size": 32, "num_layers": 1, "fc_size": 16}
+    head = build_head("lstm", **params)
+    fields = {
+        "encoder_weights": "casia-webface",
+        "encoder_weights_id": "",  # unknown exact id: any casia-webface build is accepted
+        "encoder_overrides": {},
+        "head_type": "lstm",
+        "head_params": params,
+        "head_state": head.state_dict(),
+        "window_size": 8,
+        "sample_rate_hz": 8.0,
+        "threshold": 0.5,
+        "threshold_fpr": 0.05,
+    }
+    known = {field.name for field in dataclasses.fields(ScorerCheckpoint)}
+    checkpoint = ScorerCheckpoint(**{name: value for name, value in fields.items() if name in known})
+    path = checkpoint.save(tmp_path_factory.mktemp("model") / "untrained.pt")
+    return ["--checkpoint", str(path)]
+
+
+def run_cli(*args: str, timeout_s: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``deepwatch <args>`` in a fresh interpreter, capturing output."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "/tmp/runcli.py", *args[1:]],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=environment,
+    )
+
+
+def assert_clean_failure(completed: subprocess.CompletedProcess, pattern: str) -> None:
+    """Non-zero exit, one ``deepwatch run: error:`` line matching ``pattern``, no traceback."""
+    import re
+
+    assert completed.returncode != 0, completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr, completed.stderr
+    error_lines = [line for line in completed.stderr.splitlines() if line.startswith("deepwatch run: error:")]
+    assert len(error_lines) == 1, completed.stderr
+    assert re.search(pattern, error_lines[0]), error_lines[0]
+
+
+def small_config(tmp_path: Path, extra: str = "") -> Path:
+    """A config for quick CPU runs: one torch thread, detection every 3 frames."""
+    path = tmp_path / "test.yaml"
+    path.write_text("pipeline:\n  torch_threads: 1\noutput:\n  log_interval_s: 1.0\n" + extra)
+    return path

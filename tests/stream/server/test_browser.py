@@ -1,0 +1,319 @@
+"""Real headless Chromium against the real server and the real pipeline (MTCNN, tracker, encoder,
+shipped scorer), fed a face clip from ../shared/data through Chromium's fake camera or a shared tab.
+
+Needs Debian's ``chromium`` and the ``playwright`` Python package (no browser download: Playwright
+drives /usr/bin/chromium). Skipped without them, failed under CI (DEEPWATCH_REQUIRE_SYSTEM_TESTS=1).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from stream.overlay import NOT_READY_RGB, PALETTE_RGB
+from tests.conftest import require_system
+from tests.stream.server.browser import (
+    CHROMIUM,
+    FACE_CLIP,
+    ServerThread,
+    chromium_args,
+    convert_clip,
+    missing_requirements,
+    new_marker,
+    running,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+# Seconds: model loading plus a scorer window on a busy 2-core machine.
+SCORES_TIMEOUT_S = 150
+CLEANUP_TIMEOUT_S = 45
+CLIP_SIZE_PX = 480
+CLIP_FPS = 15
+
+
+@pytest.fixture(scope="module")
+def requirements() -> None:
+    require_system(str(CHROMIUM), reason="the browser tests need Debian's chromium")
+    reason = missing_requirements()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def live_components(requirements: None) -> Iterator[Any]:
+    from stream.app import load_components
+    from stream.config import AppConfig
+
+    components = load_components(AppConfig())
+    yield components
+    components.close()
+
+
+@pytest.fixture(scope="module")
+def face_y4m(requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("camera") / "clip.y4m"
+    return convert_clip(FACE_CLIP, target, size=CLIP_SIZE_PX, fps=CLIP_FPS, seconds=8)
+
+
+@pytest.fixture()
+def server(live_components: Any) -> Iterator[ServerThread]:
+    from stream.server.app import create_app
+    from stream.server.live import live_pipeline_factory
+    from stream.server.options import ServerOptions
+    from stream.server.peer import overlay_annotator
+
+    app = create_app(
+        ServerOptions(port=0, allow_loopback_ice=True, idle_timeout_s=5.0, max_sessions=2),
+        pipeline_factory=live_pipeline_factory(live_components),
+        annotate=overlay_annotator(live_components.threshold),
+    )
+    with running(app) as thread:
+        yield thread
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_for_sessions(server: ServerThread, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while get_json(server.url + "healthz")["sessions_active"] != count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sessions_active did not become {count} within {timeout_s} s")
+        time.sleep(0.25)
+
+
+def launch(playwright: Any, camera: Path | None) -> tuple[Any, str]:
+    marker = new_marker()
+    browser = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=chromium_args(camera, marker), timeout=60_000
+    )
+    return browser, marker
+
+
+def open_page(browser: Any, url: str, viewport: tuple[int, int] = (1280, 900)) -> Any:
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    # The camera permission comes from the driver, as a user's click would grant it.
+    context.grant_permissions(["camera"], origin=url.rstrip("/"))
+    page = context.new_page()
+    page.goto(url)
+    wait_for(page, "window.deepwatch !== undefined", 20, "the page script")
+    return page
+
+
+def ready_face(page: Any) -> dict[str, Any]:
+    wait_for(
+        page,
+        "window.deepwatch.state.lastScores && window.deepwatch.state.lastScores.faces.some(f => f.ready)",
+        SCORES_TIMEOUT_S,
+        "a ready score for a tracked face",
+    )
+    message = page.evaluate("window.deepwatch.state.lastScores")
+    return next(face for face in message["faces"] if face["ready"]) | {"_message": message}
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def overlay_edge_fraction(
+    screenshot: np.ndarray, box_xyxy: list[float], frame_size: tuple[int, int]
+) -> float:
+    """Fraction of points along the box outline (scaled to the screenshot) that have an overlay
+    palette colour within a few pixels: the box is drawn in one of those exact colours."""
+    palette = np.array([*PALETTE_RGB, NOT_READY_RGB], dtype=np.float32)
+    height, width = screenshot.shape[:2]
+    scale_x, scale_y = width / frame_size[0], height / frame_size[1]
+    x1, y1, x2, y2 = (
+        box_xyxy[0] * scale_x,
+        box_xyxy[1] * scale_y,
+        box_xyxy[2] * scale_x,
+        box_xyxy[3] * scale_y,
+    )
+    points = [(x, y1) for x in np.linspace(x1, x2, 20)] + [(x, y2) for x in np.linspace(x1, x2, 20)]
+    points += [(x1, y) for y in np.linspace(y1, y2, 20)] + [(x2, y) for y in np.linspace(y1, y2, 20)]
+    band = 6
+    hits = 0
+    for x, y in points:
+        xs = slice(max(0, int(x) - band), min(width, int(x) + band + 1))
+        ys = slice(max(0, int(y) - band), min(height, int(y) + band + 1))
+        patch = screenshot[ys, xs].reshape(-1, 1, 3).astype(np.float32)
+        distance = np.linalg.norm(patch - palette[None, :, :], axis=2).min()
+        hits += bool(distance < 40)
+    return hits / len(points)
+
+
+def kill_browser(marker: str) -> int:
+    """SIGKILL the browser process started with ``marker``: a peer vanishing without a goodbye."""
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if f"--deepwatch-test-browser={marker}" in cmdline and not any(
+            a.startswith("--type=") for a in cmdline
+        ):
+            os.kill(process.info["pid"], signal.SIGKILL)
+            return int(process.info["pid"])
+    raise AssertionError("the test browser process was not found")
+
+
+def close_quietly(browser: Any) -> None:
+    try:
+        browser.close()
+    except Exception:
+        pass
+
+
+# -- the tests ---------------------------------------------------------------------------
+
+
+def test_camera_face_is_scored_and_the_page_shows_the_overlay(
+    server: ServerThread, face_y4m: Path, live_components: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, _ = launch(playwright, face_y4m)
+        try:
+            page = open_page(browser, server.url)
+            page.evaluate("window.deepwatch.startCamera()")
+            face = ready_face(page)
+            message = face.pop("_message")
+            assert 0.0 <= face["p_fake"] <= 1.0
+            assert face["verdict"] in ("REAL", "FAKE", "UNSURE") and face["confirmed"]
+            assert face["frames_scored"] >= live_components.checkpoint.window_size
+            assert (message["width"], message["height"]) == (CLIP_SIZE_PX, CLIP_SIZE_PX)
+            # The face fills the middle of the clip.
+            x1, y1, x2, y2 = face["box_xyxy"]
+            assert 0 < x1 < CLIP_SIZE_PX / 2 < x2 and 0 < y1 < CLIP_SIZE_PX / 2 < y2, face["box_xyxy"]
+            state = page.evaluate("window.deepwatch.state")
+            assert state["scoresMessages"] >= 3 and state["facesSeen"] and not state["errors"]
+
+            wait_for(
+                page, "document.getElementById('remote-video').videoWidth > 0", 30, "the annotated video"
+            )
+            page.screenshot(path=str(tmp_path / "page.png"))
+            video = decode_png(page.locator("#remote-video").screenshot())
+            latest = page.evaluate("window.deepwatch.state.lastScores")
+            boxes = [f["box_xyxy"] for f in latest["faces"] if f["confirmed"]] or [face["box_xyxy"]]
+            fraction = max(overlay_edge_fraction(video, box, (CLIP_SIZE_PX, CLIP_SIZE_PX)) for box in boxes)
+            assert fraction > 0.6, f"only {fraction:.0%} of the face box outline has overlay colours"
+            # The status panel the overlay draws top-left: dark, with white text, where the clip
+            # itself shows a light wall.
+            scale = video.shape[1] / CLIP_SIZE_PX
+            corner = video[: int(20 * scale), : int(120 * scale)].astype(np.float32)
+            assert np.median(corner) < 60 and (corner.min(axis=2) > 200).mean() > 0.02
+            # Charted, with a row per face.
+            assert page.locator("#faces tbody tr").count() >= 1
+        finally:
+            close_quietly(browser)
+    wait_for_sessions(server, 0, CLEANUP_TIMEOUT_S)
+
+
+def test_a_vanished_peer_is_cleaned_up_and_a_new_peer_is_served(server: ServerThread, face_y4m: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, marker = launch(playwright, face_y4m)
+        try:
+            page = open_page(browser, server.url)
+            page.evaluate("window.deepwatch.startCamera()")
+            wait_for(page, "window.deepwatch.state.scoresMessages >= 5", SCORES_TIMEOUT_S, "scores")
+            assert get_json(server.url + "healthz")["sessions_active"] == 1
+            kill_browser(marker)
+        finally:
+            close_quietly(browser)
+        wait_for_sessions(server, 0, CLEANUP_TIMEOUT_S)
+        assert get_json(server.url + "api/sessions")["sessions"] == []
+        before = metric(server, "deepwatch_frames_processed_total")
+
+        browser, _ = launch(playwright, face_y4m)
+        try:
+            page = open_page(browser, server.url)
+            page.evaluate("window.deepwatch.startCamera()")
+            face = ready_face(page)
+            assert face["confirmed"] and 0.0 <= face["p_fake"] <= 1.0
+            assert metric(server, "deepwatch_frames_processed_total") > before
+            # The page's Stop button closes the session at once.
+            page.evaluate("window.deepwatch.stop()")
+            wait_for_sessions(server, 0, 10)
+        finally:
+            close_quietly(browser)
+
+
+def test_a_shared_tab_showing_a_face_video_is_scored(
+    server: ServerThread, requirements: None, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    clip = convert_clip(FACE_CLIP, tmp_path / "face.webm", size=CLIP_SIZE_PX, fps=CLIP_FPS, seconds=8)
+    with sync_playwright() as playwright:
+        browser, _ = launch(playwright, None)
+        try:
+            # A small window keeps the captured frames (and detection) cheap on 2 cores.
+            page = open_page(browser, server.url, viewport=(800, 560))
+            # The video plays from the page's own origin, as a video call's tab would show it.
+            page.route(
+                "**/face-clip.webm", lambda route: route.fulfill(path=str(clip), content_type="video/webm")
+            )
+            page.evaluate(
+                """() => new Promise((resolve, reject) => {
+                    const video = document.createElement("video");
+                    Object.assign(video, {src: "/face-clip.webm", muted: true, loop: true, autoplay: true});
+                    video.id = "call-video";
+                    video.style.width = "480px";
+                    video.addEventListener("playing", () => resolve(), {once: true});
+                    video.addEventListener("error", () => reject(new Error("the clip does not play")));
+                    document.body.prepend(video);
+                })"""
+            )
+            page.evaluate("window.deepwatch.startScreen({preferCurrentTab: true})")
+            face = ready_face(page)
+            message = face.pop("_message")
+            assert face["confirmed"] and 0.0 <= face["p_fake"] <= 1.0
+            # The frames are the tab (the viewport), not the clip: wider than the clip itself.
+            assert message["width"] > CLIP_SIZE_PX
+            track = page.evaluate(
+                "window.deepwatch.state.localStream.getVideoTracks()[0].getSettings().displaySurface"
+            )
+            assert track == "browser"
+        finally:
+            close_quietly(browser)
+    wait_for_sessions(server, 0, CLEANUP_TIMEOUT_S)
+
+
+def metric(server: ServerThread, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.url + "metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"{name} not exported")
+
+
+def test_png_helper_reads_what_cv2_writes() -> None:
+    import cv2
+
+    image = np.zeros((4, 6, 3), dtype=np.uint8)
+    image[..., 0] = 255
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    assert decode_png(io.BytesIO(png.tobytes()).getvalue())[0, 0].tolist() == [255, 0, 0]
