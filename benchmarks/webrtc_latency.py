@@ -45,7 +45,8 @@ GOAL_P95_MS = 250.0
 STAMPING_JS = """
 async () => {
   const BITS = 24, CHECK_BITS = 6, BLOCKS = 2 + BITS + CHECK_BITS, BLOCK_W = 15;
-  const WIDTH = BLOCKS * BLOCK_W, VIDEO_H = 480, BAND_H = 40, HEIGHT = VIDEO_H + BAND_H, ROW = VIDEO_H + 25;
+  const WIDTH = BLOCKS * BLOCK_W, VIDEO_H = 480, BAND_H = 40;
+  const HEIGHT = VIDEO_H + BAND_H, ROW = VIDEO_H + 25;
   const MOD = 1 << BITS;
   const camera = await navigator.mediaDevices.getUserMedia({video: {width: 480, height: 480, frameRate: 30}});
   const source = document.createElement("video");
@@ -61,8 +62,11 @@ async () => {
     const stamp = Math.round(performance.now()) % MOD;
     const data = bitsOf(stamp);
     const check = checksum(data);
-    const bits = [1, 0, ...data, ...Array.from({length: CHECK_BITS}, (_, i) => (check >> (CHECK_BITS - 1 - i)) & 1)];
-    bits.forEach((bit, i) => { context.fillStyle = bit ? "#fff" : "#000"; context.fillRect(i * BLOCK_W, VIDEO_H + 10, BLOCK_W, 25); });
+    const checkBits = Array.from({length: CHECK_BITS}, (_, i) => (check >> (CHECK_BITS - 1 - i)) & 1);
+    [1, 0, ...data, ...checkBits].forEach((bit, i) => {
+      context.fillStyle = bit ? "#fff" : "#000";
+      context.fillRect(i * BLOCK_W, VIDEO_H + 10, BLOCK_W, 25);
+    });
   }
   setInterval(draw, 1000 / 30);
   draw();
@@ -101,6 +105,21 @@ async () => {
 """
 
 
+class PassthroughPipeline:
+    """``--pipeline passthrough``: no detection or scoring, so only the WebRTC path is timed."""
+
+    def __init__(self, source_id: str) -> None:
+        self.source_id = source_id
+
+    def process(self, frame: Any) -> Any:
+        from stream.results import FrameResult
+
+        return FrameResult(frame=frame, faces=(), events=(), timings_ms={"total": 0.0})
+
+    def finish(self) -> list[Any]:
+        return []
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
@@ -125,6 +144,13 @@ def main() -> int:
     )
     parser.add_argument("--config", default=None, help="app config YAML (default: built-in defaults)")
     parser.add_argument("--clip", default=str(FACE_CLIP), help="face clip for the fake camera")
+    parser.add_argument(
+        "--pipeline",
+        choices=("real", "passthrough"),
+        default="real",
+        help="real: the full pipeline; passthrough: no inference (finds no faces), to measure what the "
+        "WebRTC path itself costs",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -139,11 +165,11 @@ def main() -> int:
     from stream.server.peer import overlay_annotator
 
     config = load_config(args.config) if args.config else AppConfig()
-    components = load_components(config)
+    components = load_components(config) if args.pipeline == "real" else None
     app = create_app(
         ServerOptions(port=0, allow_loopback_ice=True),
-        pipeline_factory=live_pipeline_factory(components),
-        annotate=overlay_annotator(components.threshold),
+        pipeline_factory=live_pipeline_factory(components) if components is not None else PassthroughPipeline,
+        annotate=overlay_annotator(components.threshold if components is not None else 0.5),
     )
     per_minute: list[dict[str, Any]] = []
     all_latencies: list[float] = []
@@ -198,11 +224,13 @@ def main() -> int:
             elapsed = time.monotonic() - start
         finally:
             browser.close()
-    components.close()
+    if components is not None:
+        components.close()
 
     p95s = [row["p95_ms"] for row in per_minute if row["frames"]]
     drift = float(np.polyfit(np.arange(len(p95s)), p95s, 1)[0]) if len(p95s) >= 2 else float("nan")
     result = {
+        "pipeline": args.pipeline,
         "minutes": args.minutes,
         "frames_measured": len(all_latencies),
         "p50_ms": round(percentile(all_latencies, 50), 1),

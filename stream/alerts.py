@@ -60,7 +60,9 @@ class AlertConfig:
         if not self.sustain_s >= 0:
             raise ValueError(f"sustain_s must be >= 0, got {self.sustain_s!r}")
         if self.webhook_url is not None and not self.webhook_url.lower().startswith(("http://", "https://")):
-            raise ValueError(f"webhook_url must be an http:// or https:// URL, got {redact(self.webhook_url)!r}")
+            raise ValueError(
+                f"webhook_url must be an http:// or https:// URL, got {redact(self.webhook_url)!r}"
+            )
         if not self.webhook_timeout_s > 0:
             raise ValueError(f"webhook_timeout_s must be > 0, got {self.webhook_timeout_s!r}")
         if self.webhook_queue_size < 1:

@@ -122,8 +122,8 @@ def _build_section(cls: type, section: str, values: dict[str, Any], origin: str)
     try:
         return cls(**values)
     except (ValueError, TypeError) as error:
-        key = _offending_key(cls, values)
-        where = f"'{section}.{key}'" if key else f"section {section!r}"
+        offending = _offending_key(cls, values)
+        where = f"'{section}.{offending}'" if offending else f"section {section!r}"
         raise ConfigError(f"{origin}: bad value for {where}: {_one_line(error)}") from error
 
 

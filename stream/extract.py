@@ -53,6 +53,8 @@ class ExtractConfig:
     Attributes:
         sample_rate_hz: face samples per second per track (the scorer's rate).
         max_samples: stop reading a video after this many sampled frames.
+        detect_every_n_samples: run the detector on every n-th sampled frame and let the tracker
+            predict the boxes in between, as the live pipeline does (MTCNN dominates the cost).
         detector: detector settings (the live pipeline's defaults, so training finds the faces
             the live pipeline finds).
         crop: crop settings (must match the live pipeline's, so training sees live-like crops).
@@ -60,14 +62,17 @@ class ExtractConfig:
 
     sample_rate_hz: float = 8.0
     max_samples: int = 32
+    detect_every_n_samples: int = 3
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     crop: CropConfig = field(default_factory=CropConfig)
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.sample_rate_hz <= 60:
             raise ValueError(f"sample_rate_hz must be in [0.1, 60], got {self.sample_rate_hz!r}")
-        if not isinstance(self.max_samples, int) or self.max_samples < 1:
-            raise ValueError(f"max_samples must be an integer >= 1, got {self.max_samples!r}")
+        for name in ("max_samples", "detect_every_n_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
     def key(self) -> str:
         """Digest of everything that changes the crops."""
@@ -206,8 +211,9 @@ def encoder_key(weights_id: str, overrides: dict[str, torch.Tensor] | None) -> s
 class FaceExtractor:
     """Turns one video into a ``FaceCache`` with the tracking stage (MTCNN, Kalman tracker, crops).
 
-    The detector runs on every sampled frame (``sample_rate_hz``), the tracker is updated on the
-    same frames, and a crop is kept for every track matched on that frame.
+    The tracker is updated on every sampled frame (``sample_rate_hz``), the detector runs on every
+    ``detect_every_n_samples``-th of them, and a crop is kept for every track matched by the
+    latest detection run.
     """
 
     def __init__(self, config: ExtractConfig | None = None) -> None:
@@ -216,12 +222,10 @@ class FaceExtractor:
         self.config = config or ExtractConfig()
         self._tracking = tracking
         self._detector = tracking.FaceDetector(self.config.detector)
-        # The tracker sees only sampled frames: detection on each of them, a track survives one
-        # second without a match, and is confirmed on its second match.
-        frames_per_second = max(1, round(self.config.sample_rate_hz))
-        self._tracker_config = TrackerConfig(
-            min_hits=2, max_age_frames=frames_per_second, detect_every_n_frames=1
-        )
+        # The tracker sees only sampled frames; a track survives one second without a match.
+        every = self.config.detect_every_n_samples
+        max_age = max(every, round(self.config.sample_rate_hz))
+        self._tracker_config = TrackerConfig(min_hits=2, max_age_frames=max_age, detect_every_n_frames=every)
 
     def extract(self, path: Path) -> FaceCache:
         """Sample, detect, track and crop; an unreadable video raises ``ValueError`` with the reason."""
@@ -255,8 +259,13 @@ class FaceExtractor:
                 sampled += 1
                 image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 frame_size = (image.shape[1], image.shape[0])
-                tracks = tracker.update(self._detector.detect(image), timestamp_s)
-                matched = [track for track in tracks if track.frames_since_update == 0]
+                detect = (sampled - 1) % self.config.detect_every_n_samples == 0
+                tracks = tracker.update(self._detector.detect(image) if detect else None, timestamp_s)
+                matched = [
+                    track
+                    for track in tracks
+                    if track.frames_since_update < self.config.detect_every_n_samples
+                ]
                 if not matched:
                     continue
                 crops.append(self._tracking.crop_faces(image, matched, self.config.crop))

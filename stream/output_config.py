@@ -35,7 +35,9 @@ class OutputConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a file path or null, got {value!r}")
-        if self.video_fps is not None and not (isinstance(self.video_fps, int | float) and self.video_fps > 0):
+        if self.video_fps is not None and not (
+            isinstance(self.video_fps, int | float) and self.video_fps > 0
+        ):
             raise ValueError(f"video_fps must be a number > 0 or null, got {self.video_fps!r}")
         if not (isinstance(self.log_interval_s, int | float) and self.log_interval_s > 0):
             raise ValueError(f"log_interval_s must be a number > 0, got {self.log_interval_s!r}")

@@ -18,7 +18,11 @@ from stream.results import FaceResult, FrameResult
 # RGB colours. Steps of 0.1 keep the palette small and exact (see the module docstring).
 _PALETTE_STEPS = 10
 PALETTE_RGB: tuple[tuple[int, int, int], ...] = tuple(
-    (int(round(255 * min(1.0, 2 * i / _PALETTE_STEPS))), int(round(255 * min(1.0, 2 - 2 * i / _PALETTE_STEPS))), 0)
+    (
+        round(255 * min(1.0, 2 * i / _PALETTE_STEPS)),
+        round(255 * min(1.0, 2 - 2 * i / _PALETTE_STEPS)),
+        0,
+    )
     for i in range(_PALETTE_STEPS + 1)
 )
 NOT_READY_RGB = (160, 160, 160)
@@ -41,7 +45,7 @@ def score_colour(p_fake: float, ready: bool) -> tuple[int, int, int]:
     """RGB palette colour for a score: green (real) -> yellow -> red (fake); grey if not ready."""
     if not ready or math.isnan(p_fake):
         return NOT_READY_RGB
-    step = int(round(min(max(p_fake, 0.0), 1.0) * _PALETTE_STEPS))
+    step = round(min(max(p_fake, 0.0), 1.0) * _PALETTE_STEPS)
     return PALETTE_RGB[step]
 
 
@@ -51,7 +55,9 @@ def label_text(face: FaceResult) -> str:
     return f"#{face.track_id} {face.verdict} {probability}"
 
 
-def draw_overlay(result: FrameResult, status: OverlayStatus | None = None, threshold: float = 0.5) -> np.ndarray:
+def draw_overlay(
+    result: FrameResult, status: OverlayStatus | None = None, threshold: float = 0.5
+) -> np.ndarray:
     """A copy of ``result.frame.image`` (H x W x 3 uint8 RGB) with the overlay drawn on it.
 
     ``threshold`` is drawn as a dashed level in each sparkline.
@@ -65,7 +71,7 @@ def draw_overlay(result: FrameResult, status: OverlayStatus | None = None, thres
 
 def _draw_face(image: np.ndarray, face: FaceResult, threshold: float) -> None:
     height, width = image.shape[:2]
-    x1, y1, x2, y2 = (int(round(float(v))) for v in face.box_xyxy)
+    x1, y1, x2, y2 = (round(float(v)) for v in face.box_xyxy)
     x1, x2 = max(0, min(x1, width - 1)), max(0, min(x2, width - 1))
     y1, y2 = max(0, min(y1, height - 1)), max(0, min(y2, height - 1))
     if x2 <= x1 or y2 <= y1:
@@ -74,7 +80,7 @@ def _draw_face(image: np.ndarray, face: FaceResult, threshold: float) -> None:
         cv2.rectangle(image, (x1, y1), (x2, y2), TENTATIVE_RGB, 1, cv2.LINE_4)
         return
     colour = score_colour(face.p_fake, face.ready)
-    thickness = max(2, int(round(min(width, height) / 240)))
+    thickness = max(2, round(min(width, height) / 240))
     cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_4)
     _draw_label(image, label_text(face), x1, y1, colour)
     if len(face.history) >= 2:
@@ -108,7 +114,7 @@ def _draw_sparkline(
         return
     panel = image[y : y + height, x : x + width]
     panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)
-    level = y + int(round((1 - threshold) * (height - 1)))
+    level = y + round((1 - threshold) * (height - 1))
     for dash in range(x, x + width, 6):
         cv2.line(image, (dash, level), (min(dash + 2, x + width - 1), level), _TEXT_RGB, 1)
     values = np.clip(np.asarray(history, dtype=np.float64), 0.0, 1.0)

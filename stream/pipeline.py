@@ -62,7 +62,9 @@ class PipelineConfig:
         if not self.update_event_interval_s >= 0:
             raise ValueError(f"update_event_interval_s must be >= 0, got {self.update_event_interval_s!r}")
         if self.torch_threads is not None and (
-            isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or self.torch_threads < 1
+            isinstance(self.torch_threads, bool)
+            or not isinstance(self.torch_threads, int)
+            or self.torch_threads < 1
         ):
             raise ValueError(f"torch_threads must be an integer >= 1 or null, got {self.torch_threads!r}")
 
@@ -182,7 +184,8 @@ class Pipeline:
             due = [
                 track
                 for track in tracks
-                if track.state is TrackState.CONFIRMED and state.scorer.wants_sample(track.track_id, frame.timestamp_s)
+                if track.state is TrackState.CONFIRMED
+                and state.scorer.wants_sample(track.track_id, frame.timestamp_s)
             ]
             wanted.append(due)
             if due:
@@ -199,13 +202,17 @@ class Pipeline:
             faces = self._face_results(frame, live_tracks[i], scores, events[i])
             timings[i]["total"] = _ms_since(started)
             self.stats.record(timings[i])
-            results.append(FrameResult(frame=frame, faces=faces, events=tuple(events[i]), timings_ms=timings[i]))
+            results.append(
+                FrameResult(frame=frame, faces=faces, events=tuple(events[i]), timings_ms=timings[i])
+            )
         return results
 
     def _detect_and_track(self, frame: Frame, timings: dict[str, float], events: list[Event]) -> list[Track]:
         state = self._sources.get(frame.source_id)
         if state is None:
-            state = _SourceState(tracker=self._tracker_factory(frame.source_id), scorer=self._scorer_factory())
+            state = _SourceState(
+                tracker=self._tracker_factory(frame.source_id), scorer=self._scorer_factory()
+            )
             self._sources[frame.source_id] = state
         detections = None
         if state.frames % self.detect_every_n_frames == 0:
@@ -288,11 +295,21 @@ class Pipeline:
             p_fake = current.p_fake if current is not None else math.nan
             ready = bool(current is not None and current.ready)
             faces.append(
-                _face(track, confirmed, p_fake, ready, record.verdict, tuple(record.history), record.frames_scored)
+                _face(
+                    track,
+                    confirmed,
+                    p_fake,
+                    ready,
+                    record.verdict,
+                    tuple(record.history),
+                    record.frames_scored,
+                )
             )
         return tuple(faces)
 
-    def _apply_score(self, record: TrackRecord, score: Score, frame: Frame, track: Track, events: list[Event]) -> None:
+    def _apply_score(
+        self, record: TrackRecord, score: Score, frame: Frame, track: Track, events: list[Event]
+    ) -> None:
         record.score = score
         record.frames_scored = score.frames_seen
         if score.ready and not math.isnan(score.p_fake):
@@ -317,7 +334,10 @@ class Pipeline:
                 self._alerts.threshold,
                 self._alerts.sustain_s,
             )
-            data = _score_data(record, track) | {"threshold": self._alerts.threshold, "sustain_s": self._alerts.sustain_s}
+            data = _score_data(record, track) | {
+                "threshold": self._alerts.threshold,
+                "sustain_s": self._alerts.sustain_s,
+            }
             events.append(self._event("alert", frame, track.track_id, data))
 
     def _end_track(self, source_id: str, track_id: int, timestamp_s: float, events: list[Event]) -> None:
@@ -385,7 +405,13 @@ def _check_image(frame: Frame) -> None:
 
 
 def _face(
-    track: Track, confirmed: bool, p_fake: float, ready: bool, verdict: str, history: tuple[float, ...], scored: int
+    track: Track,
+    confirmed: bool,
+    p_fake: float,
+    ready: bool,
+    verdict: str,
+    history: tuple[float, ...],
+    scored: int,
 ) -> FaceResult:
     return FaceResult(
         track_id=track.track_id,

@@ -140,7 +140,9 @@ class Runner:
             self._close_sinks()
         if self._errors and stopped_by == "end":
             stopped_by = "error"
-        return RunOutcome(stopped_by=stopped_by, errors=list(self._errors.values()), summary=self.summary(stopped_by))
+        return RunOutcome(
+            stopped_by=stopped_by, errors=list(self._errors.values()), summary=self.summary(stopped_by)
+        )
 
     def _loop(self) -> str:
         active = list(self._sources)

@@ -19,6 +19,7 @@ class RunStats:
     def __init__(self, max_samples: int = _MAX_SAMPLES) -> None:
         self._timings: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=max_samples))
         self._window: dict[str, list[float]] = defaultdict(list)
+        self._totals_ms: dict[str, float] = defaultdict(float)
         self.frames = 0
         self._started_s = time.monotonic()
         self._window_started_s = self._started_s
@@ -31,6 +32,7 @@ class RunStats:
         for stage, value in timings_ms.items():
             self._timings[stage].append(value)
             self._window[stage].append(value)
+            self._totals_ms[stage] += value
 
     @property
     def elapsed_s(self) -> float:
@@ -56,13 +58,19 @@ class RunStats:
         return fps, figures
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready figures for the run summary."""
+        """JSON-ready figures for the run summary: per stage p50/p95 over the kept samples, the
+        number of frames the stage ran on, and its total milliseconds over the whole run."""
         return {
             "frames": self.frames,
             "elapsed_s": round(self.elapsed_s, 3),
             "fps": round(self.fps(), 2),
             "latency_ms": {
-                stage: {"p50": _rounded(p50), "p95": _rounded(p95), "count": len(self._timings[stage])}
+                stage: {
+                    "p50": _rounded(p50),
+                    "p95": _rounded(p95),
+                    "count": len(self._timings[stage]),
+                    "total_ms": round(self._totals_ms[stage], 1),
+                }
                 for stage, (p50, p95) in ((stage, self.percentiles(stage)) for stage in sorted(self._timings))
             },
         }

@@ -16,10 +16,10 @@ CROP_MODES: tuple[CropMode, ...] = ("box", "aligned")
 
 
 def _check_number(owner: str, name: str, value: object, low: float, high: float, *, integer: bool) -> None:
-    kind = "int" if integer else "number"
+    kind = "an int" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok_type:
-        raise ValueError(f"{owner}.{name} must be an {kind} in [{low}, {high}], got {value!r}")
+        raise ValueError(f"{owner}.{name} must be {kind} in [{low}, {high}], got {value!r}")
     number = float(value)  # type: ignore[arg-type]
     if not (math.isfinite(number) and low <= number <= high):
         raise ValueError(f"{owner}.{name} must be in [{low}, {high}], got {value!r}")

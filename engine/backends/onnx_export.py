@@ -54,6 +54,7 @@ def ensure_onnx(request: BackendRequest, *, half: bool = False) -> Path:
             # The TorchScript exporter is deprecated but exports this plain CNN in seconds, needs no
             # onnxscript, and gives a graph both onnxruntime and TensorRT read.
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             torch.onnx.export(
                 model,
                 (example,),

@@ -35,14 +35,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("sources", nargs="*", metavar="SOURCE", help="input(s); default: the offline demo")
-    parser.add_argument("--config", type=Path, help="app config YAML (default: built-in defaults = configs/default.yaml)")
+    parser.add_argument(
+        "--config", type=Path, help="app config YAML (default: built-in defaults = configs/default.yaml)"
+    )
     parser.add_argument("--checkpoint", help="scorer checkpoint (default: the shipped model)")
-    parser.add_argument("--show", action="store_true", help="show the annotated video in a window (q or Esc quits)")
+    parser.add_argument(
+        "--show", action="store_true", help="show the annotated video in a window (q or Esc quits)"
+    )
     parser.add_argument("--out", metavar="FILE.mp4", help="write the annotated video")
     parser.add_argument("--events", metavar="FILE.jsonl", help="write track events as JSON Lines")
     parser.add_argument("--summary", metavar="FILE.json", help="write the final summary as JSON")
     parser.add_argument(
-        "--realtime", action="store_true", help="play files at their frame rate like a camera (late frames dropped)"
+        "--realtime",
+        action="store_true",
+        help="play files at their frame rate like a camera (late frames dropped)",
     )
     parser.add_argument("--loop", action="store_true", help="restart video files at their end")
     parser.set_defaults(func=run)
@@ -143,7 +149,11 @@ def _open_sources(specs: list[str], config: AppConfig, *, realtime: bool, loop: 
         seen[source.source_id] = count + 1
         if count:
             sources[index] = open_source(
-                specs[index], config.source, realtime=realtime, loop=loop, source_id=f"{source.source_id}#{count}"
+                specs[index],
+                config.source,
+                realtime=realtime,
+                loop=loop,
+                source_id=f"{source.source_id}#{count}",
             )
     return sources
 
@@ -153,7 +163,9 @@ def _stop_all(sources: list[FrameReader]) -> None:
         source.stop()
 
 
-def _make_sinks(output: OutputConfig, sources: list[FrameReader], config: AppConfig) -> tuple[list[Sink], Any]:
+def _make_sinks(
+    output: OutputConfig, sources: list[FrameReader], config: AppConfig
+) -> tuple[list[Sink], Any]:
     sinks: list[Sink] = []
     window = None
     if output.show:
@@ -194,7 +206,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         else f"processed {summary['frames_processed']} frames, stopped by {summary['stopped_by']}"
     )
     for source in summary["sources"]:
-        print(f"source {source['source_id']}: {source['frames_read']} frames read, {source['frames_dropped']} dropped")
+        print(
+            f"source {source['source_id']}: {source['frames_read']} frames read, "
+            f"{source['frames_dropped']} dropped"
+        )
     for track in summary["tracks"]:
         p_fake = "--" if track["p_fake"] is None else f"{track['p_fake']:.2f}"
         print(

@@ -28,7 +28,7 @@ from aiohttp import web
 from stream.server.ice import disable_loopback_candidates, enable_loopback_candidates
 from stream.server.messages import parse_offer
 from stream.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from stream.server.options import ServerOptions
+from stream.server.options import ServerOptions, is_loopback_host
 from stream.server.peer import Annotator, OfferRejected, PeerSession, PipelineFactory
 from stream.server.security import http_error, security_middleware
 from stream.sources.source import Source, SourceError
@@ -85,6 +85,10 @@ class Server:
             raise http_error(web.HTTPNotFound, "no such asset")
         return self._asset_response(name)
 
+    async def favicon(self, request: web.Request) -> web.Response:
+        # Browsers ask for it on every page load; "no content" keeps their consoles clean.
+        return web.Response(status=204)
+
     def _asset_response(self, name: str) -> web.Response:
         asset = self._assets[name]
         return web.Response(body=asset.body, content_type=asset.content_type, charset="utf-8")
@@ -119,6 +123,12 @@ class Server:
         return web.json_response({"closed": session.session_id})
 
     async def offer(self, request: web.Request) -> web.Response:
+        # A JSON content type makes a cross-site fetch need a CORS preflight, which is never granted.
+        if request.content_type != "application/json":
+            raise http_error(
+                web.HTTPUnsupportedMediaType,
+                f"offer must be application/json, got {request.content_type!r:.60}",
+            )
         try:
             body: Any = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -213,11 +223,19 @@ def create_app(
     server = Server(options, pipeline_factory=pipeline_factory, annotate=annotate, sources=sources)
     app = web.Application(
         client_max_size=options.max_body_bytes,
-        middlewares=[security_middleware(options.token, options.max_body_bytes, server.metrics)],
+        middlewares=[
+            security_middleware(
+                options.token,
+                options.max_body_bytes,
+                server.metrics,
+                loopback_only=options.token is None and is_loopback_host(options.host),
+            )
+        ],
     )
     app[SERVER_KEY] = server
     app.router.add_get("/", server.index)
     app.router.add_get("/static/{name}", server.static)
+    app.router.add_get("/favicon.ico", server.favicon)
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/metrics", server.metrics_text)
     app.router.add_get("/api/sources", server.list_sources)

@@ -9,6 +9,7 @@ executor thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -131,6 +132,10 @@ class TrackFeed:
         self._track.stop()
 
 
+def _same(frame: Frame) -> Frame:
+    return frame
+
+
 class SourceFeed:
     """Reads a started server-side ``Source`` (an RTSP camera, a screen, a paced file).
 
@@ -158,7 +163,8 @@ class SourceFeed:
             if frame is not None:
                 captured_s = self._source.clock_origin_s + frame.timestamp_s
                 return PendingFrame(
-                    arrival_monotonic_s=min(captured_s, time.monotonic()), to_frame=lambda: frame
+                    arrival_monotonic_s=min(captured_s, time.monotonic()),
+                    to_frame=functools.partial(_same, frame),
                 )
             if self._source.ended:
                 raise FeedEnded(f"source {self._source.source_id} ended")

@@ -53,7 +53,7 @@ def disable_loopback_candidates() -> None:
             raise RuntimeError("disable_loopback_candidates called more often than enable")
         _users -= 1
         if _users == 0 and _original is not None:
-            aioice.ice.get_host_addresses = _original
+            aioice.ice.get_host_addresses = _original  # type: ignore[assignment]
             _original = None
 
 

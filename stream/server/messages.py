@@ -62,7 +62,8 @@ def parse_offer(body: Any) -> Offer:
     if source is not None:
         if not isinstance(source, str) or not source or len(source) > MAX_SOURCE_NAME_CHARS:
             raise ValueError(
-                f"offer source must be null or a name of 1-{MAX_SOURCE_NAME_CHARS} characters, got {source!r:.80}"
+                f"offer source must be null or a name of 1-{MAX_SOURCE_NAME_CHARS} characters, "
+                f"got {source!r:.80}"
             )
     return Offer(sdp=sdp, source=source)
 

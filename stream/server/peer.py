@@ -2,9 +2,10 @@
 
 Per session: the feed keeps only the newest incoming frame; the server's inference executor (one
 thread, shared by all sessions: the models are shared and a 2-core machine gains nothing from
-running two inferences at once) runs conversion, inference and drawing, never the event loop; the annotated frame goes back on ``AnnotatedVideoTrack`` (newest only)
-and the scores on the data channel (skipped while the channel's send buffer is full). Nothing
-queues without bound, so latency cannot grow.
+running two inferences at once) runs conversion, inference and drawing, never the event loop;
+the annotated frame goes back on ``AnnotatedVideoTrack`` (newest only) and the scores on the data
+channel (skipped while the channel's send buffer is full). Nothing queues without bound, so
+latency cannot grow.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class PeerSession:
         self._feed: FrameFeed | None = None
         self._pipeline: FramePipeline | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._closing = False
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -235,8 +237,8 @@ class PeerSession:
             logger.exception("session %s failed", self.session_id)
             reason = f"failed: {error}"
             self._send(error_message(f"processing failed: {error}"))
-        # Closing cancels this task, so it must run as its own task.
-        loop.create_task(self.close(reason))
+        # Closing cancels this task, so it must run as its own task (kept referenced until done).
+        self._closer = loop.create_task(self.close(reason))
 
     def _build_pipeline(self) -> None:
         """Executor thread. Stores the pipeline here, not via the awaited result, so that a close

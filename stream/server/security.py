@@ -6,14 +6,17 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from stream.server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Deepwatch-Token"
+LOOPBACK_HOST_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 TOKEN_QUERY = "token"
 # Routes that need the token: everything that starts sessions or reveals server state.
 PROTECTED_PREFIXES = ("/api/", "/metrics")
@@ -65,16 +68,37 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
-def security_middleware(token: str | None, max_body_bytes: int, metrics: ServerMetrics) -> web.middleware:
-    """Checks the token on protected routes, refuses oversized bodies before reading them, turns
-    every HTTP error into a JSON body, and adds the security headers to every response."""
+def cross_site_problem(request: web.Request, loopback_only: bool) -> str | None:
+    """Why a request looks like it comes from another site, or None.
+
+    Without a token the server relies on being reachable only from this machine; a web page the
+    user visits could still send requests to 127.0.0.1 from the user's browser. A foreign
+    ``Origin`` (cross-site fetch) or a foreign ``Host`` (DNS rebinding) gives such requests away.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return f"cross-origin request from {origin!r:.100} refused"
+    if loopback_only and request.url.host not in LOOPBACK_HOST_NAMES:
+        return f"Host {request.host!r:.100} is not a loopback name; open the page at http://127.0.0.1"
+    return None
+
+
+def security_middleware(
+    token: str | None, max_body_bytes: int, metrics: ServerMetrics, *, loopback_only: bool
+) -> Middleware:
+    """Checks the token and the origin on protected routes, refuses oversized bodies before
+    reading them, turns every HTTP error into a JSON body, and adds the security headers to
+    every response. ``loopback_only``: the server listens on loopback without a token."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if token is not None and request.path.startswith(PROTECTED_PREFIXES):
-                if not token_matches(presented_token(request), token):
+            if request.path.startswith(PROTECTED_PREFIXES):
+                if token is not None and not token_matches(presented_token(request), token):
                     raise web.HTTPUnauthorized(reason="missing or wrong token")
+                problem = cross_site_problem(request, loopback_only)
+                if problem is not None:
+                    raise http_error(web.HTTPForbidden, problem)
             if request.content_length is not None and request.content_length > max_body_bytes:
                 raise web.HTTPRequestEntityTooLarge(
                     max_size=max_body_bytes, actual_size=request.content_length

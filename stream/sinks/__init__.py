@@ -6,4 +6,12 @@ from stream.sinks.video_file import VideoFileSink
 from stream.sinks.webhook import WebhookSink
 from stream.sinks.window import WindowSink
 
-__all__ = ["EventsSink", "Sink", "VideoFileSink", "WebhookSink", "WindowSink", "event_record", "write_summary"]
+__all__ = [
+    "EventsSink",
+    "Sink",
+    "VideoFileSink",
+    "WebhookSink",
+    "WindowSink",
+    "event_record",
+    "write_summary",
+]

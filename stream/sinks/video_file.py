@@ -30,7 +30,9 @@ class VideoFileSink:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in _FOURCC_BY_SUFFIX:
-            raise ValueError(f"video output must end in one of {sorted(_FOURCC_BY_SUFFIX)}, got {self.path.name!r}")
+            raise ValueError(
+                f"video output must end in one of {sorted(_FOURCC_BY_SUFFIX)}, got {self.path.name!r}"
+            )
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         self._fourcc = cv2.VideoWriter.fourcc(*_FOURCC_BY_SUFFIX[suffix])

@@ -51,7 +51,9 @@ class ImageFolderGrabber:
                 logger.warning("skipping unreadable image %s", path)
                 self.skipped.append(path.name)
                 continue
-            return GrabbedImage(image=cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), timestamp_s=index / self._fps)
+            return GrabbedImage(
+                image=cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), timestamp_s=index / self._fps
+            )
         return None
 
     def close(self) -> None:

@@ -42,7 +42,8 @@ class ReconnectPolicy:
             raise ValueError(f"initial_backoff_s must be > 0, got {self.initial_backoff_s}")
         if self.max_backoff_s < self.initial_backoff_s:
             raise ValueError(
-                f"max_backoff_s must be >= initial_backoff_s ({self.initial_backoff_s}), got {self.max_backoff_s}"
+                f"max_backoff_s must be >= initial_backoff_s ({self.initial_backoff_s}), "
+                f"got {self.max_backoff_s}"
             )
         if self.max_attempts < 0:
             raise ValueError(f"max_attempts must be >= 0, got {self.max_attempts}")
@@ -78,10 +79,13 @@ class NetworkStreamGrabber:
     ) -> None:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in NETWORK_SCHEMES:
-            raise SourceError(f"unsupported stream scheme {scheme!r} in {redact(url)}, expected one of {NETWORK_SCHEMES}")
+            raise SourceError(
+                f"unsupported stream scheme {scheme!r} in {redact(url)}, expected one of {NETWORK_SCHEMES}"
+            )
         if open_timeout_s <= 0 or read_timeout_s <= 0:
             raise ValueError(
-                f"timeouts must be > 0 s, got open_timeout_s={open_timeout_s}, read_timeout_s={read_timeout_s}"
+                f"timeouts must be > 0 s, got open_timeout_s={open_timeout_s}, "
+                f"read_timeout_s={read_timeout_s}"
             )
         self._url = url
         self._scheme = scheme
@@ -145,7 +149,9 @@ class NetworkStreamGrabber:
             self.reconnects += 1
             logger.info("reconnected to %s", self.name)
             return True
-        raise SourceError(f"gave up on {self.name} after {self._reconnect.max_attempts} reconnection attempts")
+        raise SourceError(
+            f"gave up on {self.name} after {self._reconnect.max_attempts} reconnection attempts"
+        )
 
     def _close_container(self) -> None:
         if self._container is not None:

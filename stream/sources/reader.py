@@ -85,7 +85,9 @@ class FrameReader:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=_JOIN_TIMEOUT_S)
             if self._thread.is_alive():
-                logger.warning("reader thread of %s did not stop within %.0f s", self.source_id, _JOIN_TIMEOUT_S)
+                logger.warning(
+                    "reader thread of %s did not stop within %.0f s", self.source_id, _JOIN_TIMEOUT_S
+                )
         self._grabber.close()
 
     def __enter__(self) -> FrameReader:
@@ -191,7 +193,10 @@ class FrameReader:
                     if delay > 0 and self._stop_event.wait(delay):
                         return
             frame = Frame(
-                image=grabbed.image, index=self._frames_read, timestamp_s=timestamp_s, source_id=self.source_id
+                image=grabbed.image,
+                index=self._frames_read,
+                timestamp_s=timestamp_s,
+                source_id=self.source_id,
             )
             self._frames_read += 1
             if self._keep_latest:

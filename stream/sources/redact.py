@@ -11,7 +11,9 @@ REDACTED = "***"
 # user:password@ in the authority of any URL-looking string, even one urllib cannot parse.
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]*)@")
 # Query parameters that carry secrets in camera and streaming URLs.
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "pass", "token", "key", "secret", "auth", "signature"})
+_SECRET_QUERY_KEYS = frozenset(
+    {"password", "passwd", "pwd", "pass", "token", "key", "secret", "auth", "signature"}
+)
 
 
 def redact(text: str) -> str:

@@ -58,7 +58,9 @@ class ScreenGrabber:
             with mss.mss() as probe:
                 screen = probe.monitors[0]
         except mss.exception.ScreenShotError as error:
-            raise SourceError(f"cannot capture the screen for {self.name}: {error} (is DISPLAY set?)") from error
+            raise SourceError(
+                f"cannot capture the screen for {self.name}: {error} (is DISPLAY set?)"
+            ) from error
         right = screen["left"] + screen["width"]
         bottom = screen["top"] + screen["height"]
         if self.region.left + self.region.width > right or self.region.top + self.region.height > bottom:

@@ -78,7 +78,9 @@ def make_grabber(spec: str, config: SourceConfig, *, loop: bool = False) -> Fram
     if spec.startswith("screen:"):
         match = _SCREEN.match(spec)
         if match is None:
-            raise SourceError(f"bad screen source {spec!r}, expected 'screen:LEFT,TOP,WIDTH,HEIGHT' in pixels")
+            raise SourceError(
+                f"bad screen source {spec!r}, expected 'screen:LEFT,TOP,WIDTH,HEIGHT' in pixels"
+            )
         try:
             region = ScreenRegion(*(int(group) for group in match.groups()))
         except ValueError as error:

@@ -77,7 +77,8 @@ class VideoFileGrabber:
             frame = next(self._frames, None)
         except (av.error.FFmpegError, OSError) as error:
             raise SourceError(
-                f"{self.path}: decoding failed after {self._decoded_in_pass} frames: {_reason(error)} (corrupt file?)"
+                f"{self.path}: decoding failed after {self._decoded_in_pass} frames: "
+                f"{_reason(error)} (corrupt file?)"
             ) from error
         if frame is None:
             self._check_complete()

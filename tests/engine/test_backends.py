@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from engine import load_encoder
-from engine.backends import AUTO_ORDER, BACKENDS, EncoderBackend
-from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from engine.backends import AUTO_ORDER, BACKENDS, BackendRequest, EncoderBackend
 from engine.encoder import FaceEncoder
+from engine.inception_resnet_v1 import InceptionResnetV1
 from tests.engine.conftest import FIGURES
 from tests.engine.face_crops import FaceCrop
 
@@ -66,9 +66,25 @@ def test_onnxruntime_handles_any_batch_size(ort_encoder: FaceEncoder, torch_enco
     assert _cosine(whole, torch_encoder.encode(crops)).min() >= MIN_ORT_COSINE
 
 
-def test_backend_is_a_context_manager_that_closes(ort_encoder: FaceEncoder) -> None:
-    backend = ort_encoder._backend  # type: ignore[attr-defined]
-    assert isinstance(backend, OnnxRuntimeBackend)
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_backend_runs_batches_and_closes_as_a_context_manager(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    request = BackendRequest(
+        model=InceptionResnetV1().eval(),
+        weights_digest="0" * 64,
+        device="cpu",
+        fp16=False,
+        max_batch_size=4,
+        opt_batch_size=2,
+        cache_dir=tmp_path,
+    )
+    batch = np.random.default_rng(1).uniform(-1, 1, (3, 3, 160, 160)).astype(np.float32)
+    with BACKENDS[name](request) as backend:
+        embeddings = backend.run(batch)
+    assert embeddings.shape == (3, 512) and embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.run(batch)
 
 
 @pytest.mark.gpu

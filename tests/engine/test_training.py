@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine import training
 from engine.training import (
     HeadTrainingConfig,
     VideoSequence,
@@ -17,7 +18,7 @@ from engine.training import (
 )
 
 
-def synthetic_videos(n_groups: int = 12, seed: int = 0, shift: float = 1.5) -> list[VideoSequence]:
+def synthetic_videos(n_groups: int = 12, seed: int = 0, shift: float = 2.5) -> list[VideoSequence]:
     """Each group holds one real and one fake video; fakes drift along dimension 0."""
     rng = np.random.default_rng(seed)
     videos = []
@@ -44,7 +45,8 @@ FAST = HeadTrainingConfig(
     window_size=4,
     stride=2,
     max_epochs=12,
-    windows_per_epoch=128,
+    windows_per_epoch=256,
+    learning_rate=3e-3,
     patience=4,
 )
 
@@ -96,8 +98,31 @@ def test_cross_validation_scores_every_video_out_of_fold() -> None:
     assert result.auc() >= 0.85
     per_method = result.auc_per_method()
     assert set(per_method) == {"A", "B"}
-    with pytest.raises(ValueError, match="must not appear"):
-        cross_validate(videos, FAST, n_folds=3, extra_train=[videos[0]], progress=False)
+
+
+def test_cross_validation_never_trains_on_a_held_out_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    videos = synthetic_videos()
+    # Pseudo-fake-like extras share their source video's group.
+    extras = [
+        VideoSequence(name=f"sbi{i}", label=1, group=video.group, embeddings=video.embeddings + 1.0)
+        for i, video in enumerate(videos)
+        if video.label == 0
+    ]
+    seen: list[set[str]] = []
+    real_train_head = training.train_head
+
+    def recording_train_head(fit, val, config, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append({video.group for video in fit} | {video.group for video in val})
+        return real_train_head(fit, val, config, **kwargs)
+
+    monkeypatch.setattr(training, "train_head", recording_train_head)
+    result = training.cross_validate(videos, FAST, n_folds=3, extra_train=extras, progress=False)
+    assert len(seen) == 3
+    for fold, trained_groups in enumerate(seen):
+        held_out = {video.group for video, f in zip(result.videos, result.folds, strict=True) if f == fold}
+        assert held_out and not trained_groups & held_out
+        # Extras of the training groups are used.
+        assert len(trained_groups) == len({video.group for video in videos}) - len(held_out)
 
 
 def test_method_aucs_compare_each_method_with_all_reals() -> None:

@@ -50,11 +50,18 @@ def checkpoint_args(tmp_path_factory) -> list[str]:
     return ["--checkpoint", str(path)]
 
 
-def run_cli(*args: str, timeout_s: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli_command(*args: str) -> list[str]:
+    """The command line of ``deepwatch <args>`` run by the test's interpreter."""
+    return [sys.executable, "/tmp/runcli.py", *args[1:]]
+
+
+def run_cli(
+    *args: str, timeout_s: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``deepwatch <args>`` in a fresh interpreter, capturing output."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "/tmp/runcli.py", *args[1:]],
+        cli_command(*args),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

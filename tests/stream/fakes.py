@@ -16,7 +16,13 @@ def detection(x1: float, y1: float, x2: float, y2: float, confidence: float = 0.
     box = np.array([x1, y1, x2, y2], dtype=np.float32)
     cx, cy, w = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1
     landmarks = np.array(
-        [[cx - w / 5, cy - w / 8], [cx + w / 5, cy - w / 8], [cx, cy], [cx - w / 6, cy + w / 5], [cx + w / 6, cy + w / 5]],
+        [
+            [cx - w / 5, cy - w / 8],
+            [cx + w / 5, cy - w / 8],
+            [cx, cy],
+            [cx - w / 6, cy + w / 5],
+            [cx + w / 6, cy + w / 5],
+        ],
         dtype=np.float32,
     )
     return Detection(box_xyxy=box, confidence=confidence, landmarks_5x2=landmarks)

@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 import time
+from typing import ClassVar
 
 import pytest
 
@@ -54,10 +55,10 @@ def test_config_validation():
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
     delay_s = 0.0
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         time.sleep(self.delay_s)
         type(self).received.append(json.loads(body))
@@ -93,7 +94,9 @@ def test_webhook_posts_json(webhook_server):
 def test_slow_webhook_never_blocks_and_drops_beyond_the_queue(webhook_server):
     server, handler = webhook_server
     handler.delay_s = 0.5
-    notifier = WebhookNotifier(f"http://127.0.0.1:{server.server_address[1]}/hook", timeout_s=5.0, queue_size=2)
+    notifier = WebhookNotifier(
+        f"http://127.0.0.1:{server.server_address[1]}/hook", timeout_s=5.0, queue_size=2
+    )
     notifier.start()
     accepted = [notifier.send({"n": n}) for n in range(10)]
     # One is being posted, two wait in the queue; the rest are dropped, not waited for.

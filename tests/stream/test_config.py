@@ -18,7 +18,17 @@ DEFAULT_YAML = REPO_ROOT / "configs" / "default.yaml"
 def test_default_yaml_equals_the_built_in_defaults():
     loaded = load_config(DEFAULT_YAML)
     defaults = AppConfig()
-    for section in ("source", "detector", "tracker", "crop", "encoder", "model", "pipeline", "alerts", "output"):
+    for section in (
+        "source",
+        "detector",
+        "tracker",
+        "crop",
+        "encoder",
+        "model",
+        "pipeline",
+        "alerts",
+        "output",
+    ):
         assert getattr(loaded, section) == getattr(defaults, section), section
     # The scorer keys it sets are ScorerConfig's own defaults, so the checkpoint's windowing stays.
     scorer_defaults = ScorerConfig()
@@ -62,7 +72,10 @@ def test_partial_file_keeps_other_defaults(tmp_path):
     [
         ("tracker:\n  detect_every_n: 5\n", r"bad\.yaml: unknown key 'tracker\.detect_every_n'"),
         ("trackers:\n  min_hits: 2\n", r"bad\.yaml: unknown section 'trackers'"),
-        ("pipeline:\n  uncertain_margin: 0.7\n", r"bad\.yaml: bad value for 'pipeline\.uncertain_margin'.*0\.7"),
+        (
+            "pipeline:\n  uncertain_margin: 0.7\n",
+            r"bad\.yaml: bad value for 'pipeline\.uncertain_margin'.*0\.7",
+        ),
         ("detector:\n  thresholds: [0.6, 0.7]\n", r"bad\.yaml: bad value for 'detector\.thresholds'"),
         ("alerts:\n  sustain_s: soon\n", r"bad\.yaml: bad value for 'alerts\.sustain_s'"),
         ("alerts:\n  webhook_url: ftp://x\n", r"bad\.yaml: bad value for 'alerts\.webhook_url'"),

@@ -20,7 +20,10 @@ TWO_FACES = [(100.0, 100.0, 200.0, 220.0), (400.0, 100.0, 500.0, 220.0)]
 
 def frames(count: int, source_id: str = "cam", start: int = 0) -> list[Frame]:
     image = np.zeros((480, 640, 3), dtype=np.uint8)
-    return [Frame(image=image, index=i, timestamp_s=i / FPS, source_id=source_id) for i in range(start, start + count)]
+    return [
+        Frame(image=image, index=i, timestamp_s=i / FPS, source_id=source_id)
+        for i in range(start, start + count)
+    ]
 
 
 def make_pipeline(detector, scorer=None, *, every=3, config=None, threshold=0.5, alerts=None, encoder=None):
@@ -77,7 +80,7 @@ def test_tracks_sampled_at_scorer_rate_not_every_frame():
 def test_all_crops_of_a_frame_and_of_several_sources_share_one_encoder_call():
     detector = ScriptedDetector(lambda call: TWO_FACES)
     encoder = RecordingEncoder()
-    pipeline, _, scorers = make_pipeline(detector, every=1, encoder=encoder)
+    pipeline, _, _scorers = make_pipeline(detector, every=1, encoder=encoder)
     batch = [frames(1, "a")[0], frames(1, "b")[0], frames(1, "c")[0]]
     results = pipeline.process_batch(batch)
     assert encoder.batch_sizes == [6]  # 3 sources x 2 faces in one call
@@ -143,7 +146,9 @@ def test_verdict_bands_and_config_threshold_override():
     scores = {1: 0.2, 2: 0.45}
     detector = ScriptedDetector(lambda call: TWO_FACES)
     scorer = FixedRateScorer(p_for=lambda track_id, n: scores[track_id], min_samples=1)
-    pipeline, _, _ = make_pipeline(detector, scorer, every=1, config=PipelineConfig(uncertain_margin=0.1), threshold=0.5)
+    pipeline, _, _ = make_pipeline(
+        detector, scorer, every=1, config=PipelineConfig(uncertain_margin=0.1), threshold=0.5
+    )
     verdicts = {face.track_id: face.verdict for face in pipeline.process(frames(1)[0]).faces}
     assert verdicts == {1: "REAL", 2: "UNSURE"}
     scorer2 = FixedRateScorer(p_for=lambda track_id, n: scores[track_id], min_samples=1)
@@ -156,7 +161,9 @@ def test_verdict_bands_and_config_threshold_override():
 
 def test_history_is_bounded_and_in_order():
     values = iter(np.linspace(0.1, 0.9, 100))
-    scorer = FixedRateScorer(p_for=lambda track_id, n: float(next(values)), sample_rate_hz=30.0, min_samples=1)
+    scorer = FixedRateScorer(
+        p_for=lambda track_id, n: float(next(values)), sample_rate_hz=30.0, min_samples=1
+    )
     pipeline, _, _ = make_pipeline(
         ScriptedDetector(lambda call: ONE_FACE), scorer, every=1, config=PipelineConfig(history_length=5)
     )

@@ -16,7 +16,10 @@ from stream.sources.redact import RedactingFilter, redact
         ("http://token@cam.local/video.mjpg", "http://***@cam.local/video.mjpg"),
         ("https://cam/x?user=a&password=s3cr%40t&fps=5", "https://cam/x?user=a&password=***&fps=5"),
         ("rtsp://u:p@h/a?token=abc", "rtsp://u:***@h/a?token=***"),
-        ("lost rtsp://a:b@h/x: timeout; retry rtsp://c:d@k/y", "lost rtsp://a:***@h/x: timeout; retry rtsp://c:***@k/y"),
+        (
+            "lost rtsp://a:b@h/x: timeout; retry rtsp://c:d@k/y",
+            "lost rtsp://a:***@h/x: timeout; retry rtsp://c:***@k/y",
+        ),
         ("rtsp://u:p@ss:w0rd@host/s", "rtsp://u:***@host/s"),
         ("/videos/clip.mp4", "/videos/clip.mp4"),
         ("rtsp://camera.local/stream", "rtsp://camera.local/stream"),

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from stream.results import VERDICTS
 from tests.conftest import REPO_ROOT
-from tests.stream.conftest import assert_clean_failure, run_cli, small_config
+from tests.stream.conftest import assert_clean_failure, cli_command, run_cli, small_config
 from tests.stream.videos import count_frames, write_demo_video
 
 
@@ -78,8 +77,14 @@ def test_run_on_a_real_clip(tmp_path, data_dir, checkpoint_args):
     ("make_source", "pattern"),
     [
         (lambda tmp: str(tmp / "missing.mp4"), r"no such file or folder: .*missing\.mp4"),
-        (lambda tmp: "ftp://user:hunter2@host/cam", r"unsupported URL scheme 'ftp' in ftp://user:\*\*\*@host/cam"),
-        (lambda tmp: "rtsp://admin:hunter2@127.0.0.1:9/live", r"cannot open stream rtsp://admin:\*\*\*@127\.0\.0\.1:9/live"),
+        (
+            lambda tmp: "ftp://user:hunter2@host/cam",
+            r"unsupported URL scheme 'ftp' in ftp://user:\*\*\*@host/cam",
+        ),
+        (
+            lambda tmp: "rtsp://admin:hunter2@127.0.0.1:9/live",
+            r"cannot open stream rtsp://admin:\*\*\*@127\.0\.0\.1:9/live",
+        ),
         (lambda tmp: "screen:0,0,10", r"bad screen source"),
     ],
 )
@@ -93,7 +98,9 @@ def test_bad_sources_fail_cleanly(tmp_path, make_source, pattern):
 def test_corrupt_video_fails_cleanly(tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
-    assert_clean_failure(run_cli("run", str(corrupt), timeout_s=120), r"cannot open video file .*corrupt\.mp4")
+    assert_clean_failure(
+        run_cli("run", str(corrupt), timeout_s=120), r"cannot open video file .*corrupt\.mp4"
+    )
 
 
 def test_truncated_video_without_index_fails_cleanly(tmp_path):
@@ -140,11 +147,11 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path, checkpoint_args):
     write_demo_video(video, seconds=2.0, fps=10, width=320, height=240)
     events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
     process = subprocess.Popen(
-        [
-            sys.executable, "-m", "stream.cli", "run", str(video), "--loop", "--realtime",
+        cli_command(
+            "run", str(video), "--loop", "--realtime",
             "--config", str(small_config(tmp_path)), *checkpoint_args,
             "--events", str(events), "--summary", str(summary),
-        ],
+        ),
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -154,7 +161,7 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path, checkpoint_args):
             time.sleep(0.5)
         assert events.exists(), "no track appeared"
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        _stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()

@@ -16,7 +16,9 @@ from tests.stream.videos import count_frames
 
 def frame_result(index, events=(), source_id="cam", size=(120, 160)):
     image = np.full((*size, 3), index % 255, dtype=np.uint8)
-    return FrameResult(frame=Frame(image, index, index / 10, source_id), faces=(), events=tuple(events), timings_ms={})
+    return FrameResult(
+        frame=Frame(image, index, index / 10, source_id), faces=(), events=tuple(events), timings_ms={}
+    )
 
 
 def test_events_sink_writes_one_json_object_per_event(tmp_path):

@@ -9,6 +9,8 @@ const ICE_GATHERING_TIMEOUT_MS = 5000;
 const MAX_ALERTS_SHOWN = 50;
 
 const token = new URLSearchParams(location.search).get("token");
+// Keep the token out of the address bar, history and screenshots once it has been read.
+if (token) history.replaceState(null, "", location.pathname);
 const elements = {
   camera: document.getElementById("share-camera"),
   screen: document.getElementById("share-screen"),

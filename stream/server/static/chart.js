@@ -93,7 +93,11 @@ export class ScoreChart {
       context.beginPath();
       points.forEach((point, i) => (i ? context.lineTo(x(point.t), y(point.p)) : context.moveTo(x(point.t), y(point.p))));
       context.stroke();
+      const last = points[points.length - 1];
       context.fillStyle = this.colour(trackId);
+      context.beginPath();
+      context.arc(x(last.t), y(last.p), 3, 0, 2 * Math.PI);
+      context.fill();
       context.fillText(`face ${trackId}`, legendX, height - 5);
       legendX += 56;
     }

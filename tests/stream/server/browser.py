@@ -167,8 +167,8 @@ def wait_for(page: Any, expression: str, timeout_s: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             state = page.evaluate(
-                "JSON.stringify({c: window.deepwatch.state.connectionState, n: window.deepwatch.state.scoresMessages,"
-                " e: window.deepwatch.state.errors, last: window.deepwatch.state.lastScores})"
+                "(s => JSON.stringify({c: s.connectionState, n: s.scoresMessages, e: s.errors,"
+                " last: s.lastScores}))(window.deepwatch.state)"
             )
             raise AssertionError(
                 f"timed out after {timeout_s} s waiting for {what}; page state: {state:.1500}"

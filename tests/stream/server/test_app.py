@@ -24,6 +24,7 @@ from tests.stream.server.fakes import ClientPeer, PipelineRecorder, SolidSource,
 
 TOKEN = "t0ken-for-tests-0123456789"
 HEADERS = {"X-Deepwatch-Token": TOKEN}
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 @asynccontextmanager
@@ -190,6 +191,35 @@ def test_token_is_required_on_every_api_route_and_metrics() -> None:
     run(body)
 
 
+# -- cross-site requests -----------------------------------------------------------------
+
+
+def test_cross_site_requests_are_refused() -> None:
+    async def body() -> None:
+        async with serving() as client:
+            offer = json.dumps({"type": "offer", "sdp": "v=0\r\n"})
+            # A form or a "simple" fetch from another site cannot send application/json.
+            response = await client.post("/api/offer", data=offer, headers={"Content-Type": "text/plain"})
+            assert "application/json" in await json_error(response, 415)
+            response = await client.post(
+                "/api/offer", data=offer, headers=JSON_TYPE | {"Origin": "https://evil.example"}
+            )
+            assert "cross-origin" in await json_error(response, 403)
+            # DNS rebinding: evil.example resolving to 127.0.0.1 reaches us with its own Host.
+            response = await client.get("/api/sources", headers={"Host": "evil.example:8080"})
+            assert "not a loopback name" in await json_error(response, 403)
+            same_origin = {"Origin": str(client.make_url("")).rstrip("/")}
+            assert (await client.get("/api/sources", headers=same_origin)).status == 200
+            assert (await client.get("/api/sources", headers={"Host": "localhost:8080"})).status == 200
+            assert await sessions_active(client) == 0
+        # With a token (any host may be right, e.g. a reverse proxy) only Origin is checked.
+        async with serving(token=TOKEN, host="0.0.0.0") as client:
+            response = await client.get("/api/sources", headers=HEADERS | {"Host": "deepwatch.lan"})
+            assert response.status == 200
+
+    run(body)
+
+
 # -- malformed input -----------------------------------------------------------------------
 
 
@@ -216,7 +246,7 @@ def test_malformed_offers_get_json_errors_and_the_server_keeps_serving() -> None
     async def body() -> None:
         async with serving(token=TOKEN) as client:
             for raw, status, words in bodies:
-                response = await client.post("/api/offer", data=raw, headers=HEADERS)
+                response = await client.post("/api/offer", data=raw, headers=HEADERS | JSON_TYPE)
                 assert words in await json_error(response, status), raw[:60]
                 assert await sessions_active(client) == 0
             metrics = await (await client.get("/metrics", headers=HEADERS)).text()
@@ -240,7 +270,7 @@ def test_chunked_oversized_body_is_refused() -> None:
 
     async def body() -> None:
         async with serving() as client:
-            response = await client.post("/api/offer", data=chunks())
+            response = await client.post("/api/offer", data=chunks(), headers=JSON_TYPE)
             await json_error(response, 413)
             assert await sessions_active(client) == 0
 

@@ -42,6 +42,7 @@ SCORES_TIMEOUT_S = 150
 CLEANUP_TIMEOUT_S = 45
 CLIP_SIZE_PX = 480
 CLIP_FPS = 15
+TOKEN = "browser-test-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -71,21 +72,23 @@ def face_y4m(requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture()
 def server(live_components: Any) -> Iterator[ServerThread]:
     from stream.server.app import create_app
-    from stream.server.live import live_pipeline_factory
+    from stream.server.live import live_pipeline_factory, source_openers
     from stream.server.options import ServerOptions
     from stream.server.peer import overlay_annotator
 
     app = create_app(
-        ServerOptions(port=0, allow_loopback_ice=True, idle_timeout_s=5.0, max_sessions=2),
+        ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0, max_sessions=2),
         pipeline_factory=live_pipeline_factory(live_components),
         annotate=overlay_annotator(live_components.threshold),
+        sources=source_openers({"face-clip": str(FACE_CLIP)}, live_components.config.source),
     )
     with running(app) as thread:
         yield thread
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 
@@ -110,8 +113,10 @@ def open_page(browser: Any, url: str, viewport: tuple[int, int] = (1280, 900)) -
     # The camera permission comes from the driver, as a user's click would grant it.
     context.grant_permissions(["camera"], origin=url.rstrip("/"))
     page = context.new_page()
-    page.goto(url)
+    # The way a user opens a token-protected server; the page sends it with every API call.
+    page.goto(f"{url}?token={TOKEN}")
     wait_for(page, "window.deepwatch !== undefined", 20, "the page script")
+    assert "token" not in page.url, "the page keeps the token out of the address bar"
     return page
 
 
@@ -297,10 +302,37 @@ def test_a_shared_tab_showing_a_face_video_is_scored(
     wait_for_sessions(server, 0, CLEANUP_TIMEOUT_S)
 
 
+def test_a_server_side_source_picked_on_the_page_is_streamed_and_scored(server: ServerThread) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser, _ = launch(playwright, None)
+        try:
+            page = open_page(browser, server.url)
+            wait_for(
+                page, "document.querySelectorAll('#source-select option').length === 2", 20, "the sources"
+            )
+            page.select_option("#source-select", "face-clip")
+            page.click("#watch-source")
+            face = ready_face(page)
+            message = face.pop("_message")
+            assert face["confirmed"] and 0.0 <= face["p_fake"] <= 1.0
+            # The clip's own size (480 x 480): the server read the file, not a browser capture.
+            assert (message["width"], message["height"]) == (480, 480)
+            wait_for(
+                page, "document.getElementById('remote-video').videoWidth === 480", 30, "the source's video"
+            )
+            page.click("#stop")
+            wait_for_sessions(server, 0, 10)
+        finally:
+            close_quietly(browser)
+
+
 def metric(server: ServerThread, name: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(server.url + "metrics", timeout=10) as response:
+    request = urllib.request.Request(server.url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

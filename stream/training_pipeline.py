@@ -1,0 +1,405 @@
+"""From extracted face caches to a trained, cross-validated scorer checkpoint.
+
+The steps, all on cached crops (no video is decoded here):
+
+1. Each video's primary track (up to ``max_crops`` samples) is one clip; real clips of training
+   groups can also give a self-blended pseudo-fake clip (``stream.pseudo_fakes``).
+2. The frozen lower part of the casia-webface encoder runs once per crop and clip variant; the
+   feature maps are cached in memory.
+3. Optionally the upper blocks are fine-tuned as a frame classifier (``engine.finetune``).
+4. Every clip is embedded with the (fine-tuned) encoder and a sequence head is trained on the
+   windows (``engine.training``).
+
+Cross-validation repeats 3 and 4 inside each fold, so the figures are held out by identity group,
+fine-tuning included. The final model is trained on everything and its threshold is calibrated
+on the out-of-fold window scores of the real videos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from engine.checkpoint import ScorerCheckpoint
+from engine.encoder import preprocess
+from engine.finetune import (
+    FinetuneConfig,
+    build_model,
+    embed_features,
+    finetune_encoder,
+    lower_features,
+)
+from engine.inception_resnet_v1 import InceptionResnetV1
+from engine.metrics import roc_auc, threshold_at_fpr
+from engine.training import (
+    HeadTrainingConfig,
+    VideoSequence,
+    group_folds,
+    method_aucs,
+    score_videos,
+    score_windows,
+    seed_everything,
+    split_by_group,
+    train_head,
+)
+from stream.extract import ExtractedVideo
+from stream.pseudo_fakes import self_blend_clip
+
+logger = logging.getLogger(__name__)
+
+PSEUDO_FAKE_METHOD = "SBI"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What ``train_detector`` does.
+
+    Attributes:
+        head: the sequence head and how it trains.
+        finetune: encoder fine-tuning settings; None keeps the encoder frozen.
+        pseudo_fakes: add one self-blended fake clip per real training clip.
+        cv_folds: group-held-out folds for the reported figures (0 = no cross-validation).
+        cv_split: only manifest rows with this ``set``/split value are cross-validated (others,
+            e.g. extra real clips, are only ever trained on); "" cross-validates every row.
+        threshold_fpr: false-positive rate (window level, real videos) the threshold targets.
+        max_crops: samples of each video's primary track used (from its start).
+        val_fraction: share of training groups held out for early stopping.
+        seed: seeds everything.
+    """
+
+    head: HeadTrainingConfig = field(default_factory=HeadTrainingConfig)
+    finetune: FinetuneConfig | None = None
+    pseudo_fakes: bool = False
+    cv_folds: int = 5
+    cv_split: str = ""
+    threshold_fpr: float = 0.05
+    max_crops: int = 32
+    val_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cv_folds < 0 or self.cv_folds == 1:
+            raise ValueError(f"cv_folds must be 0 (none) or >= 2, got {self.cv_folds!r}")
+        if not 0.0 <= self.threshold_fpr < 1.0:
+            raise ValueError(f"threshold_fpr must be in [0, 1), got {self.threshold_fpr!r}")
+        if self.max_crops < 1:
+            raise ValueError(f"max_crops must be >= 1, got {self.max_crops!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """One training/evaluation clip: a video's primary-track crops as cached lower features."""
+
+    name: str
+    label: int
+    group: str
+    method: str
+    source: str
+    split: str
+    features: torch.Tensor
+    pseudo_fake_of: str = ""
+
+
+def _primary_clip(result: ExtractedVideo, max_crops: int) -> np.ndarray:
+    return result.faces.primary_track()[:max_crops]
+
+
+def _landmarks_for_clip(result: ExtractedVideo, indices: np.ndarray) -> np.ndarray:
+    from tracking.crops import landmark_template
+
+    landmarks = result.faces.crop_landmarks_5x2[indices].astype(np.float64)
+    finite = np.isfinite(landmarks).all(axis=(1, 2))
+    if not finite.any():
+        size = result.faces.crops.shape[1]
+        return np.broadcast_to(landmark_template(size, 0.25), landmarks.shape).copy()
+    fallback = np.median(landmarks[finite], axis=0)
+    landmarks[~finite] = fallback
+    return landmarks
+
+
+def _stable_seed(name: str, seed: int) -> int:
+    return int(hashlib.sha1(f"{name}|{seed}".encode()).hexdigest()[:8], 16)
+
+
+def build_clips(
+    results: Sequence[ExtractedVideo],
+    base_state: dict[str, torch.Tensor],
+    train_from: str,
+    options: TrainingOptions,
+    progress: bool = True,
+) -> list[Clip]:
+    """Lower feature maps of every video's primary clip (and its pseudo-fake, for real videos)."""
+    model = build_model(base_state)
+    clips = []
+    usable = [result for result in results if not result.faces.empty]
+    for result in tqdm(usable, desc="encoder features", unit="video", disable=not progress):
+        item = result.item
+        indices = _primary_clip(result, options.max_crops)
+        crops = result.faces.crops[indices]
+        base = {
+            "name": item.name,
+            "group": item.group,
+            "source": item.source,
+            "split": item.split,
+        }
+        clips.append(
+            Clip(
+                label=item.label,
+                method=item.method,
+                features=lower_features(model, preprocess(crops), train_from),
+                **base,
+            )
+        )
+        if options.pseudo_fakes and item.label == 0:
+            rng = np.random.default_rng(_stable_seed(item.name, options.seed))
+            blended, _ = self_blend_clip(crops, _landmarks_for_clip(result, indices), rng)
+            clips.append(
+                Clip(
+                    label=1,
+                    method=PSEUDO_FAKE_METHOD,
+                    features=lower_features(model, preprocess(blended), train_from),
+                    pseudo_fake_of=item.name,
+                    **{**base, "name": f"{item.name}#sbi"},
+                )
+            )
+    return clips
+
+
+@dataclass(frozen=True, eq=False)
+class FoldModel:
+    """An encoder (base + overrides) and a head trained on some clips."""
+
+    overrides: dict[str, torch.Tensor]
+    head: torch.nn.Module
+    finetune_val_auc: float
+    head_val_auc: float
+    head_best_epoch: int
+
+
+def _sequences(model: InceptionResnetV1, clips: Sequence[Clip], train_from: str) -> list[VideoSequence]:
+    return [
+        VideoSequence(
+            name=clip.name,
+            label=clip.label,
+            group=clip.group,
+            embeddings=embed_features(model, clip.features, train_from),
+            method=clip.method,
+            source=clip.source,
+        )
+        for clip in clips
+    ]
+
+
+def fit_model(
+    train_clips: Sequence[Clip],
+    base_state: dict[str, torch.Tensor],
+    train_from: str,
+    options: TrainingOptions,
+    seed: int,
+    progress: bool = False,
+) -> tuple[FoldModel, InceptionResnetV1]:
+    """Fine-tune (optional) and train the head on ``train_clips``; early stopping on a group split."""
+    seed_everything(seed)
+    model = build_model(base_state)
+    real_clips = [clip for clip in train_clips if not clip.pseudo_fake_of]
+    fit, val = split_by_group(
+        [VideoSequence(c.name, c.label, c.group, np.zeros((1, 1), np.float32)) for c in real_clips],
+        options.val_fraction,
+        seed=seed,
+    )
+    val_groups = {video.group for video in val}
+    finetune_val_auc = float("nan")
+    overrides: dict[str, torch.Tensor] = {}
+    if options.finetune is not None:
+        features = torch.cat([clip.features for clip in train_clips])
+        labels = np.concatenate([np.full(len(clip.features), clip.label) for clip in train_clips])
+        video_ids = np.concatenate([np.full(len(clip.features), i) for i, clip in enumerate(train_clips)])
+        # Validation: real (not pseudo-fake) clips of the held-out groups; their pseudo-fakes are
+        # dropped entirely so no training crop is derived from a validation video.
+        in_val = np.concatenate(
+            [np.full(len(clip.features), clip.group in val_groups) for clip in train_clips]
+        )
+        derived = np.concatenate(
+            [np.full(len(clip.features), bool(clip.pseudo_fake_of)) for clip in train_clips]
+        )
+        keep = ~(in_val & derived)
+        result = finetune_encoder(
+            model,
+            features[torch.from_numpy(keep)],
+            labels[keep],
+            video_ids[keep],
+            ~in_val[keep],
+            options.finetune,
+            progress=progress,
+        )
+        overrides, finetune_val_auc = result.overrides, result.val_auc
+    sequences = _sequences(model, train_clips, train_from)
+    fit_sequences = [s for s in sequences if s.group not in val_groups]
+    val_sequences = [
+        s
+        for s, clip in zip(sequences, train_clips, strict=True)
+        if s.group in val_groups and not clip.pseudo_fake_of
+    ]
+    trained = train_head(fit_sequences, val_sequences, options.head, progress=progress)
+    return (
+        FoldModel(overrides, trained.head, finetune_val_auc, trained.val_auc, trained.best_epoch),
+        model,
+    )
+
+
+def cross_validate_detector(
+    clips: Sequence[Clip],
+    base_state: dict[str, torch.Tensor],
+    train_from: str,
+    options: TrainingOptions,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Group-held-out CV of the whole recipe (fine-tuning included); returns figures and scores."""
+    evaluated = [
+        clip
+        for clip in clips
+        if not clip.pseudo_fake_of and (not options.cv_split or clip.split == options.cv_split)
+    ]
+    folds = group_folds(
+        [c.group for c in evaluated], [c.label for c in evaluated], options.cv_folds, options.seed
+    )
+    video_scores = np.full(len(evaluated), np.nan)
+    window_scores: list[np.ndarray] = [np.zeros(0)] * len(evaluated)
+    fold_details = []
+    for fold, test_indices in enumerate(
+        tqdm(folds, desc="cross-validation", unit="fold", disable=not progress)
+    ):
+        started = time.monotonic()
+        held_out_groups = {evaluated[i].group for i in test_indices}
+        train_clips = [clip for clip in clips if clip.group not in held_out_groups]
+        fold_model, model = fit_model(train_clips, base_state, train_from, options, options.seed + fold)
+        test_clips = [evaluated[i] for i in test_indices]
+        test_sequences = _sequences(model, test_clips, train_from)
+        head_config = options.head
+        video_scores[test_indices] = score_videos(
+            fold_model.head, test_sequences, head_config.window_size, head_config.stride
+        )
+        for i, windows in zip(
+            test_indices,
+            score_windows(fold_model.head, test_sequences, head_config.window_size, 1),
+            strict=True,
+        ):
+            window_scores[i] = windows
+        fold_details.append(
+            {
+                "fold": fold,
+                "test_videos": len(test_indices),
+                "finetune_val_auc": fold_model.finetune_val_auc,
+                "head_val_auc": fold_model.head_val_auc,
+                "head_best_epoch": fold_model.head_best_epoch,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        logger.info("fold %d: %s", fold, fold_details[-1])
+    labels = np.array([clip.label for clip in evaluated])
+    sequences_for_methods = [
+        VideoSequence(
+            c.name, c.label, c.group, np.zeros((1, 1), np.float32), method=c.method, source=c.source
+        )
+        for c in evaluated
+    ]
+    window_labels = np.concatenate(
+        [np.full(len(w), clip.label) for w, clip in zip(window_scores, evaluated, strict=True)]
+    )
+    all_windows = np.concatenate(window_scores)
+    figures = {
+        "video_auc": roc_auc(labels, video_scores),
+        "video_auc_per_method": method_aucs(sequences_for_methods, video_scores),
+        "window_auc": roc_auc(window_labels, all_windows),
+        "videos": len(evaluated),
+        "real": int((labels == 0).sum()),
+        "fake": int(labels.sum()),
+        "folds": fold_details,
+        "scores": {clip.name: float(score) for clip, score in zip(evaluated, video_scores, strict=True)},
+    }
+    figures["threshold"] = threshold_at_fpr(window_labels, all_windows, options.threshold_fpr)
+    return figures
+
+
+def train_detector(
+    results: Sequence[ExtractedVideo],
+    base_state: dict[str, torch.Tensor],
+    base_weights: str,
+    base_weights_id: str,
+    options: TrainingOptions,
+    progress: bool = True,
+) -> tuple[ScorerCheckpoint, dict[str, Any]]:
+    """Cross-validate (if asked), then train the final model on everything; returns it and the figures."""
+    train_from = options.finetune.train_from if options.finetune is not None else "last_linear"
+    clips = build_clips(results, base_state, train_from, options, progress=progress)
+    if not clips:
+        raise ValueError("no video with a face to train on")
+    figures: dict[str, Any] = {}
+    if options.cv_folds:
+        figures = cross_validate_detector(clips, base_state, train_from, options, progress=progress)
+        logger.info(
+            "cross-validated video AUC %.3f, per method %s",
+            figures["video_auc"],
+            {k: round(v, 3) for k, v in figures["video_auc_per_method"].items()},
+        )
+    final, model = fit_model(clips, base_state, train_from, options, options.seed, progress=progress)
+    if "threshold" in figures:
+        threshold = float(figures["threshold"])
+    else:
+        sequences = [s for s in _sequences(model, clips, train_from) if not s.name.endswith("#sbi")]
+        window_labels = np.concatenate(
+            [
+                np.full(len(w), s.label)
+                for w, s in zip(
+                    score_windows(final.head, sequences, options.head.window_size, 1), sequences, strict=True
+                )
+            ]
+        )
+        all_windows = np.concatenate(score_windows(final.head, sequences, options.head.window_size, 1))
+        # Without cross-validation the threshold comes from the training data itself: optimistic.
+        threshold = threshold_at_fpr(window_labels, all_windows, options.threshold_fpr)
+    threshold = float(min(max(threshold, 0.0), 1.0))
+    real_clips = [clip for clip in clips if not clip.pseudo_fake_of]
+    methods: dict[str, int] = {}
+    for clip in clips:
+        methods[clip.method] = methods.get(clip.method, 0) + 1
+    summary = {
+        "videos": len(real_clips),
+        "real": sum(clip.label == 0 for clip in real_clips),
+        "fake": sum(clip.label == 1 for clip in real_clips),
+        "pseudo_fakes": len(clips) - len(real_clips),
+        "groups": len({clip.group for clip in clips}),
+        "methods": methods,
+        "sources": sorted({clip.source for clip in clips}),
+        "crops_per_video": options.max_crops,
+        "options": _options_summary(options),
+    }
+    head_params = {"input_dim": 512, **options.head.head_params}
+    checkpoint = ScorerCheckpoint(
+        encoder_weights=base_weights,
+        encoder_weights_id=base_weights_id,
+        encoder_overrides={name: value.detach().clone() for name, value in final.overrides.items()},
+        head_type=options.head.head_type,
+        head_params=head_params,
+        head_state={name: value.detach().clone() for name, value in final.head.state_dict().items()},
+        window_size=options.head.window_size,
+        sample_rate_hz=8.0,
+        threshold=threshold,
+        threshold_fpr=options.threshold_fpr,
+        training_summary=summary,
+        metrics={key: value for key, value in figures.items() if key != "scores"},
+    )
+    return checkpoint, figures
+
+
+def _options_summary(options: TrainingOptions) -> dict[str, Any]:
+    summary = asdict(options)
+    return summary
