@@ -61,15 +61,23 @@ def measure(encoder: InceptionResnetEncoder, batch: int, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    parser.add_argument("--backends", nargs="+", default=None, help="default: torch onnxruntime (+tensorrt on cuda)")
+    parser.add_argument(
+        "--backends", nargs="+", default=None, help="default: torch onnxruntime (+tensorrt on cuda)"
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per point (median reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
-    parser.add_argument("--ort-threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch default)"
+    )
+    parser.add_argument(
+        "--ort-threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.torch_threads:
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for backend in backends:
         if not BACKENDS[backend].is_available(args.device, args.fp16):
-            print(f"skipping {backend}: needs {BACKENDS[backend].requirement(args.device, args.fp16)}", file=sys.stderr)
+            print(
+                f"skipping {backend}: needs {BACKENDS[backend].requirement(args.device, args.fp16)}",
+                file=sys.stderr,
+            )
             continue
         with build_encoder(backend, args.device, args.fp16, max(args.batches), args.ort_threads) as encoder:
             for batch in args.batches:

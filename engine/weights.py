@@ -151,11 +151,7 @@ def prepare_weights(name: str, *, allow_download: bool = False, force: bool = Fa
     if source.name == CASIA_WEBFACE:
         _convert_casia_webface(source, path)
     elif not allow_download:
-        raise WeightsError(
-            f"{name} weights are not in the cache ({path}); download them once with "
-            f"`deepwatch weights prepare {name}` (needs internet), or use '{CASIA_WEBFACE}', "
-            "which is converted offline"
-        )
+        raise WeightsError(_not_cached_message(name, path))
     else:
         _download(source, path)
     return path
@@ -175,8 +171,8 @@ def load_weights(spec: str) -> LoadedWeights:
         source = REGISTRY[spec]
         path = weights_path(spec)
         if not path.is_file():
-            if spec != CASIA_WEBFACE:
-                prepare_weights(spec)  # raises the "not cached; how to get it" error
+            if source.url is not None:
+                raise WeightsError(_not_cached_message(spec, path))
             logger.info("preparing %s weights (first use): converting the frozen graph into %s", spec, path)
             prepare_weights(spec)
         expected = source.sha256 or _recorded_sha256(path)
@@ -259,6 +255,14 @@ def _source(name: str) -> WeightsSource:
     if name not in REGISTRY:
         raise WeightsError(f"unknown weights name {name!r}, expected one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def _not_cached_message(name: str, path: Path) -> str:
+    return (
+        f"{name} weights are not in the cache ({path}); download them once with "
+        f"`deepwatch weights prepare {name}` (needs internet), or use '{CASIA_WEBFACE}', "
+        "which is converted offline"
+    )
 
 
 def _recorded_sha256(path: Path) -> str | None:

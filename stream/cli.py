@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Each name is a module in stream.commands with register(subparsers).
-COMMANDS = ("weights", "selfcheck", "run", "serve", "extract")
+COMMANDS = ("weights", "selfcheck", "run", "serve", "extract", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,7 +210,7 @@ def fit_model(
     seed_everything(seed)
     model = build_model(base_state)
     real_clips = [clip for clip in train_clips if not clip.pseudo_fake_of]
-    fit, val = split_by_group(
+    _, val = split_by_group(
         [VideoSequence(c.name, c.label, c.group, np.zeros((1, 1), np.float32)) for c in real_clips],
         options.val_fraction,
         seed=seed,

@@ -105,17 +105,23 @@ class FaceDetector:
             return [[] for _ in range(len(batch))]
 
         tensor: torch.Tensor = self._torch.from_numpy(np.ascontiguousarray(small))
-        with self._torch.inference_mode():
-            batch_boxes, batch_points = detect_face(
-                tensor,
-                min_face_px,
-                self._mtcnn.pnet,
-                self._mtcnn.rnet,
-                self._mtcnn.onet,
-                list(self.config.thresholds),
-                self.config.pyramid_factor,
-                self._device,
-            )
+        previous_threads = self._torch.get_num_threads()
+        if self.config.num_threads is not None:
+            self._torch.set_num_threads(self.config.num_threads)
+        try:
+            with self._torch.inference_mode():
+                batch_boxes, batch_points = detect_face(
+                    tensor,
+                    min_face_px,
+                    self._mtcnn.pnet,
+                    self._mtcnn.rnet,
+                    self._mtcnn.onet,
+                    list(self.config.thresholds),
+                    self.config.pyramid_factor,
+                    self._device,
+                )
+        finally:
+            self._torch.set_num_threads(previous_threads)
         to_frame = np.array([scale_x, scale_y], dtype=np.float32)
         results = []
         for boxes_scores, points in zip(batch_boxes, batch_points, strict=True):

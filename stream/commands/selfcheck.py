@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from engine import BackendUnavailableError, EncoderConfig, WeightsError, encoder_from_config
+from engine.config import BACKEND_NAMES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--weights", default="casia-webface", help="registry name or state dict file")
-    parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="encoder backend")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     parser.set_defaults(func=run)

@@ -129,6 +129,7 @@ class PeerSession:
         self.messages_skipped = 0
         self.fps = 0.0
         self._last_done_s: float | None = None
+        self._interval_s: float | None = None
         self._dropped_reported = 0
 
     @property
@@ -273,11 +274,13 @@ class PeerSession:
         latency_s = now - pending.arrival_monotonic_s
         if self._last_done_s is not None:
             interval = max(now - self._last_done_s, 1e-6)
-            self.fps = (
-                1.0 / interval
-                if self.fps == 0
-                else (1 - _FPS_SMOOTHING) * self.fps + _FPS_SMOOTHING / interval
+            # Smooth the interval, not its inverse: a mean of 1/interval overstates the rate.
+            self._interval_s = (
+                interval
+                if self._interval_s is None
+                else (1 - _FPS_SMOOTHING) * self._interval_s + _FPS_SMOOTHING * interval
             )
+            self.fps = 1.0 / self._interval_s
         self._last_done_s = now
         self.frames_processed += 1
         assert self._feed is not None

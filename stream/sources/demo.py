@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -62,6 +63,39 @@ def _paste(frame: np.ndarray, patch: np.ndarray, left: int, top: int) -> None:
     x2, y2 = min(left + patch.shape[1], width), min(top + patch.shape[0], height)
     if x2 > x1 and y2 > y1:
         frame[y1:y2, x1:x2] = patch[y1 - top : y2 - top, x1 - left : x2 - left]
+
+
+def write_demo_video(
+    path: str | Path,
+    *,
+    seconds: float = 2.0,
+    fps: int = 15,
+    width: int = 320,
+    height: int = 240,
+    faces: int = 1,
+    faststart: bool = False,
+) -> int:
+    """Write the demo scene as an H.264 MP4 (for tests and benchmarks); returns the frame count.
+
+    ``faststart`` puts the index (moov) first, so a file cut short still opens and plays its
+    first part.
+    """
+    import av
+
+    count = round(seconds * fps)
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)}
+        for index in range(count):
+            frame = av.VideoFrame.from_ndarray(render_demo_frame(index / fps, width, height, faces), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return count
 
 
 class DemoGrabber:

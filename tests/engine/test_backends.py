@@ -108,7 +108,9 @@ def test_tensorrt_engine_is_built_checked_cached_and_matches_torch(
     torch_encoder: FaceEncoder, real_crops: np.ndarray, encoder_cache_dir: Path, fp16: bool
 ) -> None:
     pytest.importorskip("tensorrt")
-    with load_encoder(backend="tensorrt", device="cuda", fp16=fp16, max_batch_size=32, opt_batch_size=8) as encoder:
+    with load_encoder(
+        backend="tensorrt", device="cuda", fp16=fp16, max_batch_size=32, opt_batch_size=8
+    ) as encoder:
         cosine = _cosine(encoder.encode(real_crops), torch_encoder.encode(real_crops))
     engines = list((encoder_cache_dir / "tensorrt").glob(f"*-{'fp16' if fp16 else 'fp32'}-b8-32.engine"))
     assert len(engines) == 1

@@ -20,7 +20,13 @@ def crops() -> np.ndarray:
     from skimage.transform import resize
 
     image = data.astronaut()
-    regions = [(30, 230, 150, 320), (20, 250, 130, 340), (300, 460, 300, 460), (0, 160, 0, 160), (350, 512, 0, 160)]
+    regions = [
+        (30, 230, 150, 320),
+        (20, 250, 130, 340),
+        (300, 460, 300, 460),
+        (0, 160, 0, 160),
+        (350, 512, 0, 160),
+    ]
     return np.stack(
         [
             (resize(image[y0:y1, x0:x1], (160, 160), anti_aliasing=True) * 255).round().astype(np.uint8)
@@ -55,11 +61,17 @@ def test_preprocessing_is_facenet_fixed_standardisation() -> None:
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (np.zeros((160, 160, 3), np.uint8), r"N x 160 x 160 x 3 uint8 RGB, got shape \(160, 160, 3\).*batch axis"),
+        (
+            np.zeros((160, 160, 3), np.uint8),
+            r"N x 160 x 160 x 3 uint8 RGB, got shape \(160, 160, 3\).*batch axis",
+        ),
         (np.zeros((2, 3, 160, 160), np.uint8), r"got shape \(2, 3, 160, 160\)"),
         (np.zeros((2, 112, 112, 3), np.uint8), r"got shape \(2, 112, 112, 3\)"),
         (np.zeros((2, 160, 160, 4), np.uint8), r"got shape \(2, 160, 160, 4\)"),
-        (np.full((2, 160, 160, 3), 0.5, np.float32), r"values 0\.\.255, got dtype float32, values 0\.5\.\.0\.5"),
+        (
+            np.full((2, 160, 160, 3), 0.5, np.float32),
+            r"values 0\.\.255, got dtype float32, values 0\.5\.\.0\.5",
+        ),
         (np.full((1, 160, 160, 3), 300, np.int64), r"got dtype int64, values 300\.\.300"),
     ],
 )
@@ -71,7 +83,7 @@ def test_bad_crops_raise_value_error_saying_expected_and_got(
 
 
 def test_non_array_input_raises_type_error(torch_encoder: FaceEncoder) -> None:
-    with pytest.raises(TypeError, match="numpy array.*got list"):
+    with pytest.raises(TypeError, match=r"numpy array.*got list"):
         torch_encoder.encode([[0]])  # type: ignore[arg-type]
 
 
@@ -91,10 +103,18 @@ def test_closed_encoder_refuses_to_encode(encoder_cache_dir: object, crops: np.n
         encoder.encode(crops)
 
 
-def test_state_overrides_replace_weights_and_change_the_id(encoder_cache_dir: object, crops: np.ndarray) -> None:
+def test_state_overrides_replace_weights_and_change_the_id(
+    encoder_cache_dir: object, crops: np.ndarray
+) -> None:
     base = load_weights("casia-webface").state_dict
-    overrides = {"last_bn.bias": base["last_bn.bias"] + 0.5, "last_linear.weight": base["last_linear.weight"] * 1.1}
-    with load_encoder(backend="torch") as plain, load_encoder(backend="torch", state_overrides=overrides) as tuned:
+    overrides = {
+        "last_bn.bias": base["last_bn.bias"] + 0.5,
+        "last_linear.weight": base["last_linear.weight"] * 1.1,
+    }
+    with (
+        load_encoder(backend="torch") as plain,
+        load_encoder(backend="torch", state_overrides=overrides) as tuned,
+    ):
         assert tuned.weights_id.startswith(plain.weights_id + "+")
         assert len(tuned.weights_id) == len(plain.weights_id) + 13
         diff = np.abs(tuned.encode(crops) - plain.encode(crops)).max()
@@ -113,7 +133,9 @@ def test_state_overrides_replace_weights_and_change_the_id(encoder_cache_dir: ob
         ({"last_bn.bias": np.zeros(512)}, "must be a torch.Tensor, got ndarray"),
     ],
 )
-def test_bad_state_overrides_raise_value_error(encoder_cache_dir: object, overrides: dict, message: str) -> None:
+def test_bad_state_overrides_raise_value_error(
+    encoder_cache_dir: object, overrides: dict, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         load_encoder(backend="torch", state_overrides=overrides)
 
@@ -141,13 +163,13 @@ def test_encoder_config_is_frozen() -> None:
 
 
 def test_tensorrt_on_cpu_says_what_is_needed(encoder_cache_dir: object) -> None:
-    with pytest.raises(BackendUnavailableError, match="tensorrt.*not available on cpu.*device='cuda'"):
+    with pytest.raises(BackendUnavailableError, match=r"tensorrt.*not available on cpu.*device='cuda'"):
         load_encoder(backend="tensorrt")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_a_gpu_says_what_is_needed(encoder_cache_dir: object) -> None:
-    with pytest.raises(BackendUnavailableError, match="torch.*not available on cuda.*NVIDIA GPU"):
+    with pytest.raises(BackendUnavailableError, match=r"torch.*not available on cuda.*NVIDIA GPU"):
         load_encoder(backend="torch", device="cuda")
 
 

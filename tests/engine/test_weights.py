@@ -104,7 +104,10 @@ def test_a_local_state_dict_file_loads_with_its_own_id(
     [
         (lambda s: s.pop("conv2d_1a.conv.weight"), r"1 missing keys \['conv2d_1a.conv.weight'\]"),
         (lambda s: s.update({"extra.weight": torch.zeros(1)}), r"unexpected keys \['extra.weight'\]"),
-        (lambda s: s.update({"last_bn.bias": torch.zeros(256)}), r"last_bn.bias has shape \(256,\), expected \(512,\)"),
+        (
+            lambda s: s.update({"last_bn.bias": torch.zeros(256)}),
+            r"last_bn.bias has shape \(256,\), expected \(512,\)",
+        ),
         (lambda s: s["last_bn.bias"].fill_(float("nan")), "last_bn.bias contains NaN"),
     ],
 )
@@ -128,12 +131,12 @@ def test_local_files_that_are_not_state_dicts_are_refused(tmp_path: Path, encode
     text.write_text("hello")
     with pytest.raises(WeightsError, match=f"cannot read weights file {text}"):
         load_weights(str(text))
-    with pytest.raises(WeightsError, match="neither a registry name .* nor an existing file"):
+    with pytest.raises(WeightsError, match=r"neither a registry name .* nor an existing file"):
         load_weights(str(tmp_path / "missing.pt"))
 
 
 def test_vggface2_is_never_downloaded_implicitly(fresh_cache: Path, no_network: list[str]) -> None:
-    with pytest.raises(WeightsError, match="vggface2 weights are not in the cache.*casia-webface"):
+    with pytest.raises(WeightsError, match=r"vggface2 weights are not in the cache.*casia-webface"):
         load_encoder(weights=VGGFACE2, backend="torch")
     assert no_network == []
 

@@ -52,7 +52,7 @@ def checkpoint_args(tmp_path_factory) -> list[str]:
 
 def cli_command(*args: str) -> list[str]:
     """The command line of ``deepwatch <args>`` run by the test's interpreter."""
-    return [sys.executable, "/tmp/runcli.py", *args[1:]]
+    return [sys.executable, "-m", "stream.cli", *args]
 
 
 def run_cli(

@@ -7,39 +7,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream.sources.demo import render_demo_frame
+from stream.sources.demo import write_demo_video
 
-
-def write_demo_video(
-    path: Path,
-    *,
-    seconds: float = 2.0,
-    fps: int = 15,
-    width: int = 320,
-    height: int = 240,
-    faces: int = 1,
-    faststart: bool = False,
-) -> int:
-    """Write an H.264 MP4 of the demo scene; returns the number of frames written.
-
-    ``faststart`` puts the index (moov) first, so a file cut short still opens and plays its
-    first part, the harder truncation case.
-    """
-    count = round(seconds * fps)
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), mode="w", options=options) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)}
-        for index in range(count):
-            image = render_demo_frame(index / fps, width, height, faces)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return count
+__all__ = ["count_frames", "first_frame", "write_demo_video"]
 
 
 def count_frames(path: Path) -> int:

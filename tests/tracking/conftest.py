@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from tracking import FaceDetector
+from tracking import Detection, FaceDetector
 
 # The astronaut's face box in skimage's 512 x 512 photo, as MTCNN finds it (x1, y1, x2, y2).
 ASTRONAUT_FACE_BOX = np.array([182.2, 62.0, 267.5, 174.1])
@@ -77,3 +77,9 @@ def astronaut_video(tmp_path_factory: pytest.TempPathFactory) -> GeneratedVideo:
 @pytest.fixture(scope="session")
 def detector() -> FaceDetector:
     return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def astronaut_detections(astronaut_video: GeneratedVideo, detector: FaceDetector) -> list[list[Detection]]:
+    """MTCNN's detections on every frame of the generated video, computed once per session."""
+    return [detector.detect(frame) for frame in astronaut_video.frames()]

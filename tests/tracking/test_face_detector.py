@@ -111,11 +111,11 @@ def test_batch_matches_one_by_one_and_keeps_input_order(detector: FaceDetector) 
 
 
 def test_detector_follows_the_face_through_the_generated_video(
-    detector: FaceDetector, astronaut_video: GeneratedVideo
+    astronaut_video: GeneratedVideo, astronaut_detections: list[list[Detection]]
 ) -> None:
+    assert len(astronaut_detections) == len(astronaut_video.face_boxes)
     overlaps = []
-    for frame, expected in zip(astronaut_video.frames(), astronaut_video.face_boxes, strict=True):
-        detections = detector.detect(frame)
+    for detections, expected in zip(astronaut_detections, astronaut_video.face_boxes, strict=True):
         assert len(detections) == 1
         overlaps.append(iou(detections[0].box_xyxy, expected))
     assert min(overlaps) > 0.7
@@ -123,7 +123,7 @@ def test_detector_follows_the_face_through_the_generated_video(
 
 @pytest.mark.parametrize("every_n", [1, 3])
 def test_tracker_keeps_one_id_and_crops_follow_the_face(
-    detector: FaceDetector, astronaut_video: GeneratedVideo, every_n: int
+    astronaut_video: GeneratedVideo, astronaut_detections: list[list[Detection]], every_n: int
 ) -> None:
     tracker = FaceTracker(TrackerConfig(detect_every_n_frames=every_n, min_hits=3))
     confirmed_from = None
@@ -133,18 +133,32 @@ def test_tracker_keeps_one_id_and_crops_follow_the_face(
     for index, (frame, expected) in enumerate(
         zip(astronaut_video.frames(), astronaut_video.face_boxes, strict=True)
     ):
-        detections = detector.detect(frame) if index % every_n == 0 else None
+        detections = astronaut_detections[index] if index % every_n == 0 else None
         tracks = tracker.update(detections, index / astronaut_video.fps)
         assert len(tracks) == 1 and tracks[0].track_id == 1
         if tracks[0].state is TrackState.CONFIRMED and confirmed_from is None:
             confirmed_from = index
-        overlaps.append(iou(tracks[0].box_xyxy, expected))
+        if confirmed_from is not None:
+            # Once confirmed the velocity is known, so predicted frames stay on the face too.
+            overlaps.append(iou(tracks[0].box_xyxy, expected))
         crop = crop_faces(frame, tracks, CropConfig())[0].astype(float)
         if reference_crop is None:
             reference_crop = crop
         crop_differences.append(float(np.abs(crop - reference_crop).mean()))
     assert confirmed_from == 2 * every_n
     assert tracker.ids_created == 1
-    assert min(overlaps) > 0.7
+    assert min(overlaps) > 0.75
     # The face grows by 60% and moves 220 px, yet the crop content stays the same face.
     assert max(crop_differences) < 20.0
+
+
+def test_detection_threads_are_scoped_to_the_call() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        FaceDetector(num_threads=1).detect(place_astronaut(0.5, 10, 10))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

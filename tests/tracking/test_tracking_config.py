@@ -36,7 +36,10 @@ def test_thresholds_from_yaml_lists_become_tuples() -> None:
         (lambda: TrackerConfig(iou_threshold=1.0), r"TrackerConfig.iou_threshold"),
         (lambda: TrackerConfig(measurement_noise=float("nan")), r"TrackerConfig.measurement_noise"),
         (lambda: TrackerConfig(landmark_smoothing=1.0), r"TrackerConfig.landmark_smoothing"),
-        (lambda: CropConfig(mode="tight"), r"CropConfig.mode must be one of \('box', 'aligned'\), got 'tight'"),
+        (
+            lambda: CropConfig(mode="tight"),
+            r"CropConfig.mode must be one of \('box', 'aligned'\), got 'tight'",
+        ),
         (lambda: CropConfig(size_px=8), r"CropConfig.size_px"),
         (lambda: CropConfig(margin=-0.1), r"CropConfig.margin must be in \[0.0, 3.0\], got -0.1"),
         (lambda: CropConfig(margin="wide"), r"CropConfig.margin must be a number"),
@@ -49,7 +52,7 @@ def test_bad_values_name_the_field_and_the_value(factory, message: str) -> None:
 
 def test_keyword_overrides_go_through_validation() -> None:
     assert FaceTracker(min_hits=5).config.min_hits == 5
-    with pytest.raises(ValueError, match="TrackerConfig.min_hits"):
+    with pytest.raises(ValueError, match=r"TrackerConfig\.min_hits"):
         FaceTracker(min_hits=-1)
     with pytest.raises(TypeError):
         FaceTracker(no_such_field=1)

@@ -1,0 +1,88 @@
+"""``deepwatch weights`` and ``deepwatch selfcheck`` end to end through the CLI entry point."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.inception_resnet_v1 import InceptionResnetV1
+from engine.weights import CACHE_DIR_ENV, prepare_weights
+from stream.cli import main
+
+
+@pytest.fixture(scope="module")
+def converted_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("cli-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_DIR_ENV, str(cache))
+        prepare_weights("casia-webface")
+        yield cache
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(url: str, *args: object, **kwargs: object) -> object:
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_weights_lists_status_path_and_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    assert main(["weights"]) == 0
+    out = capsys.readouterr().out
+    assert f"cache: {tmp_path}" in out
+    assert "casia-webface   not cached" in out and "vggface2        not cached" in out
+    assert "sha256 8beef909d988878be368f78366aaec8c13469e5c16261bc418854fd020ae3c0d" in out
+
+    assert main(["weights", "prepare", "casia-webface"]) == 0
+    assert (tmp_path / "weights" / "casia-webface.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["weights", "list"]) == 0
+    assert "casia-webface   cached" in capsys.readouterr().out
+
+
+def test_weights_prepare_vggface2_offline_fails_naming_casia(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], offline: None
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    assert main(["weights", "prepare", "vggface2"]) == 1
+    assert "use 'casia-webface'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_selfcheck_passes_with_the_real_weights(
+    converted_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(converted_cache))
+    assert main(["selfcheck", "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "backend: torch" in out and "weights: casia-webface@8beef909d988" in out
+    assert out.count("same face,") == 6 and out.count("no face,") == 4
+    assert out.rstrip().endswith("PASS")
+
+
+def test_selfcheck_fails_on_untrained_weights(
+    converted_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(converted_cache))
+    torch.manual_seed(0)
+    untrained = tmp_path / "untrained.pt"
+    torch.save(InceptionResnetV1().state_dict(), untrained)
+    assert main(["selfcheck", "--backend", "torch", "--weights", str(untrained)]) == 1
+    assert capsys.readouterr().out.rstrip().endswith("FAIL")
+
+
+def test_selfcheck_reports_an_unusable_backend(
+    converted_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(converted_cache))
+    assert main(["selfcheck", "--backend", "tensorrt"]) == 1
+    assert "needs device='cuda'" in capsys.readouterr().err

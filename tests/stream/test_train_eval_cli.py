@@ -1,0 +1,115 @@
+"""``deepwatch train`` and ``deepwatch eval`` end to end on tiny synthetic videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.metrics import roc_auc
+from stream.cli import main
+from tests.stream.face_videos import write_face_video
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--window", "4", "--max-crops", "8", "--max-epochs", "3", "--no-progress"]
+SMALL_HEAD = ["--head-params", '{"hidden_size": 16, "fc_size": 8}']
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """3 real and 3 "fake" (face re-tinted) clips of 2 s, each its own identity group."""
+    folder = tmp_path_factory.mktemp("tiny_set")
+    rows = []
+    for index in range(6):
+        label = "fake" if index % 2 else "real"
+        tint = (45, -25, -25) if label == "fake" else (0, 0, 0)
+        size = (300 + 20 * index, 240)
+        write_face_video(folder / f"clip{index}.mp4", frames=16, fps=8.0, size_wh=size, tint=tint)
+        rows.append(
+            f"clip{index}.mp4,{label},person{index},video,{'tint' if label == 'fake' else 'none'},synthetic"
+        )
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path,label,group,kind,method,source\n" + "\n".join(rows) + "\n")
+    return manifest, tmp_path_factory.mktemp("cache")
+
+
+def test_train_is_deterministic_and_eval_reports(tiny_set: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, cache = tiny_set
+    common = ["train", str(manifest), "--cv-folds", "0", "--cache-dir", str(cache), *TINY, *SMALL_HEAD]
+    assert main([*common, "--out", str(tmp_path / "a.pt")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b.pt")]) == 0
+    first, second = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    for name, value in first.head_state.items():
+        assert torch.equal(value, second.head_state[name]), name
+    assert first.threshold == second.threshold
+    assert first.encoder_weights == "casia-webface" and first.encoder_weights_id.startswith("casia-webface@")
+    assert first.encoder_overrides == {}
+    assert first.window_size == 4 and first.training_summary["videos"] == 6
+
+    report_path = tmp_path / "report" / "eval.json"
+    argv = [
+        "eval",
+        "--manifest",
+        str(manifest),
+        "--checkpoint",
+        str(tmp_path / "a.pt"),
+        "--report",
+        str(report_path),
+    ]
+    assert main([*argv, "--cache-dir", str(cache), "--backend", "torch", "--no-progress"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["video"]["real"] == 3 and report["video"]["fake"] == 3
+    labels = np.array([video["label"] for video in report["videos"]])
+    scores = np.array([video["p_fake"] for video in report["videos"]])
+    assert report["video_auc"] == pytest.approx(roc_auc(labels, scores))
+    accuracy = ((scores >= report["threshold"]) == labels).mean()
+    assert report["video"]["accuracy"] == pytest.approx(accuracy)
+    assert set(report["per_method"]) == {"tint"} and set(report["per_source"]) == {"synthetic"}
+    assert report["window"]["n"] >= 6 and "eer" in report["window"]
+    png = report_path.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetuned_checkpoint_stores_only_the_changed_layers(
+    tiny_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    manifest, cache = tiny_set
+    out = tmp_path / "ft.pt"
+    argv = ["train", str(manifest), "--out", str(out), "--cv-folds", "0", "--cache-dir", str(cache), *TINY]
+    assert (
+        main([*argv, *SMALL_HEAD, "--finetune-from", "block8", "--pseudo-fakes", "--finetune-epochs", "1"])
+        == 0
+    )
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.changed_layers == ["block8", "last_bn", "last_linear"]
+    assert checkpoint.training_summary["pseudo_fakes"] == 3
+    stored = torch.load(out, weights_only=True)["encoder_overrides"]
+    assert all(value.dtype == torch.float16 for value in stored.values())
+    assert out.stat().st_size < 8e6
+
+
+def test_eval_refuses_a_checkpoint_of_other_base_weights(tiny_set: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, cache = tiny_set
+    raw = None
+    train = [
+        "train",
+        str(manifest),
+        "--out",
+        str(tmp_path / "c.pt"),
+        "--cv-folds",
+        "0",
+        "--cache-dir",
+        str(cache),
+    ]
+    assert main([*train, *TINY, *SMALL_HEAD]) == 0
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)
+    raw["encoder_weights_id"] = "casia-webface@000000000000"
+    torch.save(raw, tmp_path / "other.pt")
+    argv = ["eval", "--manifest", str(manifest), "--checkpoint", str(tmp_path / "other.pt")]
+    with pytest.raises(CheckpointError, match="casia-webface@000000000000.*casia-webface@[0-9a-f]{12}"):
+        main([*argv, "--report", str(tmp_path / "r.json"), "--cache-dir", str(cache), "--backend", "torch"])
