@@ -111,7 +111,8 @@ def naive(components: PipelineComponents, frames: list[np.ndarray], detector: An
         t0 = time.perf_counter()
         detections = detector.detect(image)
         tracks = [
-            Track(i, d.box_xyxy, TrackState.CONFIRMED, 1, 1, "naive", d.landmarks_5x2) for i, d in enumerate(detections)
+            Track(i, d.box_xyxy, TrackState.CONFIRMED, 1, 1, "naive", d.landmarks_5x2)
+            for i, d in enumerate(detections)
         ]
         if tracks:
             components.encoder.encode(crop_faces(image, tracks, components.config.crop))
@@ -127,7 +128,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print only the JSON list")
     parser.add_argument("--seconds", type=float, default=6.0, help="clip length per configuration, seconds")
     parser.add_argument("--naive-frames", type=int, default=30, help="frames for the naive pipeline")
-    parser.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--checkpoint", default=None, help="scorer checkpoint (default: the shipped model)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

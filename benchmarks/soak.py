@@ -127,7 +127,9 @@ def main() -> int:
     stop = threading.Event()
     timer = threading.Timer(args.minutes * 60, stop.set)
     timer.start()
-    runner = Runner([source], components.new_pipeline(), [report], threshold=components.threshold, stop_event=stop)
+    runner = Runner(
+        [source], components.new_pipeline(), [report], threshold=components.threshold, stop_event=stop
+    )
     try:
         outcome = runner.run()
     finally:

@@ -8,6 +8,12 @@ displayed frame (requestVideoFrameCallback) and records ``now - stamp``. So the 
 capture, encode, network, decode, inference, overlay, encode again, decode and display, all on
 one clock.
 
+The server draws every frame with the newest results it has and runs inference on the newest
+frame whenever the pipeline is free (see stream.server.peer), so the stamp latency is the video's;
+``server_latency_mean_ms`` is the scores' (frame arrival at the server to results ready, from the
+server's deepwatch_latency_seconds), which is also how much older than the frame the drawn boxes
+can be.
+
 Usage: python benchmarks/webrtc_latency.py --minutes 5 [--config configs/default.yaml] [--json]
 Prints p50/p95 per minute and overall, the drift of p95 across minutes, and server figures.
 """
@@ -199,7 +205,7 @@ def main() -> int:
                 samples = page.evaluate("window.latencyBench.samples.splice(0)")
                 stats = page.evaluate("window.latencyBench.stats")
                 latencies = [float(latency) for _, latency in samples]
-                # Mean time from frame arrival at the server to annotated frame ready (metrics).
+                # Mean time from frame arrival at the server to its scores (the inference path).
                 new_sum = server_metric(server.url, "deepwatch_latency_seconds_sum")
                 new_count = server_metric(server.url, "deepwatch_latency_seconds_count")
                 server_mean_ms = 1000 * (new_sum - server_sum) / max(new_count - server_count, 1)

@@ -144,6 +144,27 @@ def lower_features(
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
+def advance_features(
+    model: InceptionResnetV1, features: torch.Tensor, from_split: str, to_split: str, batch_size: int = 64
+) -> torch.Tensor:
+    """Run the frozen stages between two split points on cached features (fp16 in, fp16 out).
+
+    Lets one cache of low-level features serve fine-tuning from any higher split point.
+    """
+    start, stop = len(_lower_stages(from_split)), len(_lower_stages(to_split))
+    if stop < start:
+        raise ValueError(f"to_split {to_split!r} must not come before from_split {from_split!r}")
+    stages = [getattr(model, name) for name in STAGES[start:stop]]
+    outputs = []
+    with torch.inference_mode():
+        for index in range(0, len(features), batch_size):
+            x = features[index : index + batch_size].float()
+            for stage in stages:
+                x = stage(x)
+            outputs.append(x.half())
+    return torch.cat(outputs) if outputs else features
+
+
 def upper_embeddings(model: InceptionResnetV1, features: torch.Tensor, train_from: str) -> torch.Tensor:
     """L2-normalised N x 512 embeddings from lower feature maps (gradients flow when enabled)."""
     x = features.float()

@@ -41,6 +41,7 @@ from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc, threshold_at_fpr
 from engine.training import (
     HeadTrainingConfig,
+    TrainedHead,
     VideoSequence,
     group_folds,
     method_aucs,
@@ -71,6 +72,7 @@ class TrainingOptions:
             e.g. extra real clips, are only ever trained on); "" cross-validates every row.
         threshold_fpr: false-positive rate (window level, real videos) the threshold targets.
         max_crops: samples of each video's primary track used (from its start).
+        sample_rate_hz: the rate the clips were sampled at (recorded in the checkpoint).
         val_fraction: share of training groups held out for early stopping.
         seed: seeds everything.
     """
@@ -82,6 +84,7 @@ class TrainingOptions:
     cv_split: str = ""
     threshold_fpr: float = 0.05
     max_crops: int = 32
+    sample_rate_hz: float = 8.0
     val_fraction: float = 0.25
     seed: int = 0
 
@@ -175,13 +178,11 @@ def build_clips(
 
 @dataclass(frozen=True, eq=False)
 class FoldModel:
-    """An encoder (base + overrides) and a head trained on some clips."""
+    """An encoder (base + overrides) and the heads trained on its embeddings of some clips."""
 
     overrides: dict[str, torch.Tensor]
-    head: torch.nn.Module
+    heads: dict[str, TrainedHead]
     finetune_val_auc: float
-    head_val_auc: float
-    head_best_epoch: int
 
 
 def _sequences(model: InceptionResnetV1, clips: Sequence[Clip], train_from: str) -> list[VideoSequence]:
@@ -204,9 +205,10 @@ def fit_model(
     train_from: str,
     options: TrainingOptions,
     seed: int,
+    heads: dict[str, HeadTrainingConfig],
     progress: bool = False,
 ) -> tuple[FoldModel, InceptionResnetV1]:
-    """Fine-tune (optional) and train the head on ``train_clips``; early stopping on a group split."""
+    """Fine-tune (optional), then train each head on ``train_clips``; early stopping on a group split."""
     seed_everything(seed)
     model = build_model(base_state)
     real_clips = [clip for clip in train_clips if not clip.pseudo_fake_of]
@@ -248,11 +250,11 @@ def fit_model(
         for s, clip in zip(sequences, train_clips, strict=True)
         if s.group in val_groups and not clip.pseudo_fake_of
     ]
-    trained = train_head(fit_sequences, val_sequences, options.head, progress=progress)
-    return (
-        FoldModel(overrides, trained.head, finetune_val_auc, trained.val_auc, trained.best_epoch),
-        model,
-    )
+    trained = {
+        name: train_head(fit_sequences, val_sequences, config, progress=progress)
+        for name, config in heads.items()
+    }
+    return FoldModel(overrides, trained, finetune_val_auc), model
 
 
 def cross_validate_detector(
@@ -260,9 +262,15 @@ def cross_validate_detector(
     base_state: dict[str, torch.Tensor],
     train_from: str,
     options: TrainingOptions,
+    extra_heads: dict[str, HeadTrainingConfig] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Group-held-out CV of the whole recipe (fine-tuning included); returns figures and scores."""
+    """Group-held-out CV of the whole recipe (fine-tuning included); returns figures and scores.
+
+    The main head's figures are at the top level; ``extra_heads`` (compared on the same folds and
+    the same fine-tuned encoders) are reported under ``heads``.
+    """
+    heads = {"main": options.head, **(extra_heads or {})}
     evaluated = [
         clip
         for clip in clips
@@ -271,8 +279,8 @@ def cross_validate_detector(
     folds = group_folds(
         [c.group for c in evaluated], [c.label for c in evaluated], options.cv_folds, options.seed
     )
-    video_scores = np.full(len(evaluated), np.nan)
-    window_scores: list[np.ndarray] = [np.zeros(0)] * len(evaluated)
+    video_scores = {name: np.full(len(evaluated), np.nan) for name in heads}
+    window_scores: dict[str, list[np.ndarray]] = {name: [np.zeros(0)] * len(evaluated) for name in heads}
     fold_details = []
     for fold, test_indices in enumerate(
         tqdm(folds, desc="cross-validation", unit="fold", disable=not progress)
@@ -280,52 +288,65 @@ def cross_validate_detector(
         started = time.monotonic()
         held_out_groups = {evaluated[i].group for i in test_indices}
         train_clips = [clip for clip in clips if clip.group not in held_out_groups]
-        fold_model, model = fit_model(train_clips, base_state, train_from, options, options.seed + fold)
+        fold_model, model = fit_model(
+            train_clips, base_state, train_from, options, options.seed + fold, heads
+        )
         test_clips = [evaluated[i] for i in test_indices]
         test_sequences = _sequences(model, test_clips, train_from)
-        head_config = options.head
-        video_scores[test_indices] = score_videos(
-            fold_model.head, test_sequences, head_config.window_size, head_config.stride
-        )
-        for i, windows in zip(
-            test_indices,
-            score_windows(fold_model.head, test_sequences, head_config.window_size, 1),
-            strict=True,
-        ):
-            window_scores[i] = windows
+        for name, config in heads.items():
+            head = fold_model.heads[name].head
+            video_scores[name][test_indices] = score_videos(
+                head, test_sequences, config.window_size, config.stride
+            )
+            for i, windows in zip(
+                test_indices, score_windows(head, test_sequences, config.window_size, 1), strict=True
+            ):
+                window_scores[name][i] = windows
         fold_details.append(
             {
                 "fold": fold,
                 "test_videos": len(test_indices),
                 "finetune_val_auc": fold_model.finetune_val_auc,
-                "head_val_auc": fold_model.head_val_auc,
-                "head_best_epoch": fold_model.head_best_epoch,
+                "head_val_auc": {name: trained.val_auc for name, trained in fold_model.heads.items()},
+                "head_best_epoch": {name: trained.best_epoch for name, trained in fold_model.heads.items()},
                 "seconds": round(time.monotonic() - started, 1),
             }
         )
         logger.info("fold %d: %s", fold, fold_details[-1])
     labels = np.array([clip.label for clip in evaluated])
-    sequences_for_methods = [
+    for_methods = [
         VideoSequence(
             c.name, c.label, c.group, np.zeros((1, 1), np.float32), method=c.method, source=c.source
         )
         for c in evaluated
     ]
-    window_labels = np.concatenate(
-        [np.full(len(w), clip.label) for w, clip in zip(window_scores, evaluated, strict=True)]
-    )
-    all_windows = np.concatenate(window_scores)
+    per_head = {}
+    for name in heads:
+        window_labels = np.concatenate(
+            [np.full(len(w), clip.label) for w, clip in zip(window_scores[name], evaluated, strict=True)]
+        )
+        all_windows = np.concatenate(window_scores[name])
+        per_head[name] = {
+            "video_auc": roc_auc(labels, video_scores[name]),
+            "video_auc_per_method": method_aucs(for_methods, video_scores[name]),
+            "window_auc": roc_auc(window_labels, all_windows),
+            "threshold": threshold_at_fpr(window_labels, all_windows, options.threshold_fpr),
+            "scores": {
+                clip.name: float(score) for clip, score in zip(evaluated, video_scores[name], strict=True)
+            },
+        }
     figures = {
-        "video_auc": roc_auc(labels, video_scores),
-        "video_auc_per_method": method_aucs(sequences_for_methods, video_scores),
-        "window_auc": roc_auc(window_labels, all_windows),
+        **per_head["main"],
         "videos": len(evaluated),
         "real": int((labels == 0).sum()),
         "fake": int(labels.sum()),
         "folds": fold_details,
-        "scores": {clip.name: float(score) for clip, score in zip(evaluated, video_scores, strict=True)},
     }
-    figures["threshold"] = threshold_at_fpr(window_labels, all_windows, options.threshold_fpr)
+    if extra_heads:
+        figures["heads"] = {
+            name: {key: value for key, value in result.items() if key != "scores"}
+            for name, result in per_head.items()
+        }
     return figures
 
 
@@ -340,6 +361,19 @@ def train_detector(
     """Cross-validate (if asked), then train the final model on everything; returns it and the figures."""
     train_from = options.finetune.train_from if options.finetune is not None else "last_linear"
     clips = build_clips(results, base_state, train_from, options, progress=progress)
+    return train_on_clips(clips, base_state, base_weights, base_weights_id, options, progress)
+
+
+def train_on_clips(
+    clips: Sequence[Clip],
+    base_state: dict[str, torch.Tensor],
+    base_weights: str,
+    base_weights_id: str,
+    options: TrainingOptions,
+    progress: bool = True,
+) -> tuple[ScorerCheckpoint, dict[str, Any]]:
+    """``train_detector`` on clips already built (their features must match the options' split)."""
+    train_from = options.finetune.train_from if options.finetune is not None else "last_linear"
     if not clips:
         raise ValueError("no video with a face to train on")
     figures: dict[str, Any] = {}
@@ -350,20 +384,19 @@ def train_detector(
             figures["video_auc"],
             {k: round(v, 3) for k, v in figures["video_auc_per_method"].items()},
         )
-    final, model = fit_model(clips, base_state, train_from, options, options.seed, progress=progress)
+    final_model, model = fit_model(
+        clips, base_state, train_from, options, options.seed, {"main": options.head}, progress=progress
+    )
+    final_head = final_model.heads["main"].head
     if "threshold" in figures:
         threshold = float(figures["threshold"])
     else:
         sequences = [s for s in _sequences(model, clips, train_from) if not s.name.endswith("#sbi")]
+        windows = score_windows(final_head, sequences, options.head.window_size, 1)
         window_labels = np.concatenate(
-            [
-                np.full(len(w), s.label)
-                for w, s in zip(
-                    score_windows(final.head, sequences, options.head.window_size, 1), sequences, strict=True
-                )
-            ]
+            [np.full(len(w), s.label) for w, s in zip(windows, sequences, strict=True)]
         )
-        all_windows = np.concatenate(score_windows(final.head, sequences, options.head.window_size, 1))
+        all_windows = np.concatenate(windows)
         # Without cross-validation the threshold comes from the training data itself: optimistic.
         threshold = threshold_at_fpr(window_labels, all_windows, options.threshold_fpr)
     threshold = float(min(max(threshold, 0.0), 1.0))
@@ -386,12 +419,12 @@ def train_detector(
     checkpoint = ScorerCheckpoint(
         encoder_weights=base_weights,
         encoder_weights_id=base_weights_id,
-        encoder_overrides={name: value.detach().clone() for name, value in final.overrides.items()},
+        encoder_overrides={name: value.detach().clone() for name, value in final_model.overrides.items()},
         head_type=options.head.head_type,
         head_params=head_params,
-        head_state={name: value.detach().clone() for name, value in final.head.state_dict().items()},
+        head_state={name: value.detach().clone() for name, value in final_head.state_dict().items()},
         window_size=options.head.window_size,
-        sample_rate_hz=8.0,
+        sample_rate_hz=options.sample_rate_hz,
         threshold=threshold,
         threshold_fpr=options.threshold_fpr,
         training_summary=summary,
@@ -401,5 +434,4 @@ def train_detector(
 
 
 def _options_summary(options: TrainingOptions) -> dict[str, Any]:
-    summary = asdict(options)
-    return summary
+    return asdict(options)

@@ -97,7 +97,7 @@ class TrackerConfig:
     iou_threshold: float = 0.3
     max_centre_distance: float = 1.0
     measurement_noise: float = 0.05
-    process_noise: float = 2.0
+    process_noise: float = 1.0
     landmark_smoothing: float = 0.5
 
     def __post_init__(self) -> None:

@@ -56,6 +56,9 @@ class OnnxRuntimeBackend(EncoderBackend):
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
+        # Idle worker threads sleep instead of spinning: the pipeline runs MTCNN (torch) right after
+        # each encoder call on the same few cores, and spinning threads measurably slowed both.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         if request.device != "cpu":
             device_id = int(request.device.partition(":")[2] or 0)

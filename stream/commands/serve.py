@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 
 from stream.server.options import ServerOptions
 
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help=f"secret every API request must carry (default: ${TOKEN_ENV}); required off loopback",
     )
     parser.add_argument("--config", default=None, help="app config YAML (default: built-in defaults)")
+    parser.add_argument("--checkpoint", default=None, help="scorer checkpoint (default: the shipped model)")
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent browser sessions (default 4)")
     parser.add_argument(
         "--source",
@@ -85,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"deepwatch serve: {error}", file=sys.stderr)
         return 2
-    return _serve(options, source_specs, args.config)
+    return _serve(options, source_specs, args.config, args.checkpoint)
 
 
-def _serve(options: ServerOptions, source_specs: Mapping[str, str], config_path: str | None) -> int:
+def _serve(
+    options: ServerOptions, source_specs: Mapping[str, str], config_path: str | None, checkpoint: str | None
+) -> int:
     from aiohttp import web
 
     from stream.app import SetupError, load_components
@@ -99,6 +103,8 @@ def _serve(options: ServerOptions, source_specs: Mapping[str, str], config_path:
 
     try:
         config = load_config(config_path) if config_path else AppConfig()
+        if checkpoint is not None:
+            config = replace(config, model=replace(config.model, checkpoint=checkpoint))
         components = load_components(config)
     except (ConfigError, SetupError) as error:
         print(f"deepwatch serve: {error}", file=sys.stderr)

@@ -71,8 +71,9 @@ class Server:
         self._annotate = annotate
         self._sources = dict(sources or {})
         self._assets = _load_assets()
-        # One inference thread for all sessions: see stream.server.peer.
+        # One inference thread and one drawing thread for all sessions: see stream.server.peer.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepwatch-inference")
+        self.display_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepwatch-display")
 
     # -- static ----------------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class Server:
             pipeline_factory=self._pipeline_factory,
             annotate=self._annotate,
             executor=self.executor,
+            display_executor=self.display_executor,
             metrics=self.metrics,
             idle_timeout_s=self.options.idle_timeout_s,
             on_closed=self._forget,
@@ -202,9 +204,11 @@ class Server:
         self.metrics.sessions_active.set(len(self.sessions))
 
     async def close_all(self) -> None:
-        """Close every session, then wait for the inference thread to finish their pipelines."""
+        """Close every session, then wait for the worker threads to finish (and pipelines to end)."""
         await asyncio.gather(*(session.close("server stopping") for session in list(self.sessions.values())))
-        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.display_executor.shutdown, True)
+        await loop.run_in_executor(None, self.executor.shutdown, True)
 
 
 SERVER_KEY = web.AppKey("server", Server)

@@ -11,7 +11,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-# Frame arrival to annotated frame ready; the goal is p95 <= 250 ms end to end.
+# Seconds; the end-to-end goal is p95 <= 250 ms.
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 1.0, 2.5)
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
@@ -42,7 +42,7 @@ class ServerMetrics:
         )
         self.frames_dropped = Counter(
             "deepwatch_frames_dropped",
-            "frames replaced by a newer one before the pipeline could take them",
+            "frames the pipeline never saw: replaced by a newer one, or shown while it was busy",
             registry=self.registry,
         )
         self.fps = Gauge(
@@ -50,7 +50,13 @@ class ServerMetrics:
         )
         self.latency = Histogram(
             "deepwatch_latency_seconds",
-            "frame arrival at the server to annotated frame ready to send",
+            "frame arrival at the server to its scores ready (inference path)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.video_latency = Histogram(
+            "deepwatch_video_latency_seconds",
+            "frame arrival at the server to annotated frame ready to send (display path)",
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )

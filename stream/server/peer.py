@@ -1,11 +1,18 @@
 """One browser connected over WebRTC: its peer connection, its pipeline and the loop between them.
 
-Per session: the feed keeps only the newest incoming frame; the server's inference executor (one
-thread, shared by all sessions: the models are shared and a 2-core machine gains nothing from
-running two inferences at once) runs conversion, inference and drawing, never the event loop;
-the annotated frame goes back on ``AnnotatedVideoTrack`` (newest only) and the scores on the data
-channel (skipped while the channel's send buffer is full). Nothing queues without bound, so
-latency cannot grow.
+Two paths per session, so that slow inference never slows the video:
+
+- display: every frame the feed hands out (the newest; older ones are dropped and counted) is
+  converted and drawn with the most recent results on the server's display executor, and goes
+  back at once on ``AnnotatedVideoTrack`` (newest only);
+- inference: whenever the pipeline is idle, the frame just taken is also given to it, on the
+  server's inference executor (one thread shared by all sessions: the models are shared, and a
+  2-core machine gains nothing from two inferences at once). Its results replace the ones drawn
+  and go to the page on the data channel (skipped while the channel's send buffer is full).
+
+Nothing runs on the event loop and nothing queues without bound, so latency cannot grow. The
+boxes drawn on a frame come from the newest frame inference has finished, at most one inference
+time older than the frame (``server_latency_ms`` in each message).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from av import VideoFrame
 from stream.frame import Frame
 from stream.overlay import OverlayStatus, draw_overlay
 from stream.results import Event, FrameResult
-from stream.server.feeds import FeedEnded, FrameFeed, PendingFrame, SourceFeed, TrackFeed
+from stream.server.feeds import FeedEnded, FrameFeed, SourceFeed, TrackFeed
 from stream.server.messages import (
     Offer,
     error_message,
@@ -85,6 +92,7 @@ class PeerSession:
         pipeline_factory: builds this session's pipeline (on the executor).
         annotate: draws results on the frame (on the executor).
         executor: runs every pipeline call of this session; the server's inference executor.
+        display_executor: converts and draws frames; the server's display executor.
         metrics: the server's metrics.
         idle_timeout_s: a peer that sends no frame for this long is considered gone.
         on_closed: called once on the event loop after everything is released.
@@ -97,6 +105,7 @@ class PeerSession:
         pipeline_factory: PipelineFactory,
         annotate: Annotator,
         executor: Executor,
+        display_executor: Executor,
         metrics: ServerMetrics,
         idle_timeout_s: float,
         on_closed: Callable[[PeerSession], Awaitable[None] | None],
@@ -114,6 +123,12 @@ class PeerSession:
         # Host candidates only: the default STUN server is on the internet, which we never use.
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._executor = executor
+        self._display_executor = display_executor
+        self._inference: asyncio.Future[None] | None = None
+        self._latest_result: FrameResult | None = None
+        self._latest_result_arrival_s = 0.0
+        self.frames_displayed = 0
+        self.frames_not_analysed = 0
         self._out = AnnotatedVideoTrack()
         self._channel: RTCDataChannel | None = None
         self._remote_tracks: list[MediaStreamTrack] = []
@@ -143,7 +158,8 @@ class PeerSession:
             "source_id": self.source_id,
             "connection_state": self.connection_state,
             "frames_processed": self.frames_processed,
-            "frames_dropped": self._feed.frames_dropped if self._feed is not None else 0,
+            "frames_displayed": self.frames_displayed,
+            "frames_dropped": self.frames_dropped,
             "fps": round(self.fps, 2),
             "age_s": round(time.monotonic() - self.created_monotonic_s, 1),
         }
@@ -227,8 +243,19 @@ class PeerSession:
                 if pending is None:
                     reason = f"no frame for {self._idle_timeout_s:g} s"
                     break
-                video_frame, result = await loop.run_in_executor(self._executor, self._process, pending)
-                self._after_frame(pending, video_frame, result)
+                frame = await loop.run_in_executor(self._display_executor, pending.to_frame)
+                if self._inference is not None and self._inference.done():
+                    # Raises a pipeline failure here, where it ends the session.
+                    self._inference.result()
+                    self._inference = None
+                if self._inference is None:
+                    self._inference = asyncio.ensure_future(self._infer(frame, pending.arrival_monotonic_s))
+                else:
+                    self.frames_not_analysed += 1
+                video_frame = await loop.run_in_executor(self._display_executor, self._draw, frame)
+                self._out.publish(video_frame)
+                self.frames_displayed += 1
+                self._metrics.video_latency.observe(time.monotonic() - pending.arrival_monotonic_s)
         except FeedEnded as ended:
             reason = str(ended)
         except asyncio.CancelledError:
@@ -260,18 +287,33 @@ class PeerSession:
         for event in events:
             logger.info("session %s: %s track %d %s", self.session_id, event.kind, event.track_id, event.data)
 
-    def _process(self, pending: PendingFrame) -> tuple[VideoFrame, FrameResult]:
-        """Executor thread: convert, run the pipeline, draw, convert back."""
-        assert self._pipeline is not None
-        frame = pending.to_frame()
-        result = self._pipeline.process(frame)
-        assert self._feed is not None
-        annotated = self._annotate(result, self.fps, self._feed.frames_dropped)
-        return VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="rgb24"), result
+    @property
+    def frames_dropped(self) -> int:
+        """Frames the pipeline never saw: dropped by the feed, or shown while it was busy."""
+        feed_dropped = self._feed.frames_dropped if self._feed is not None else 0
+        return feed_dropped + self.frames_not_analysed
 
-    def _after_frame(self, pending: PendingFrame, video_frame: VideoFrame, result: FrameResult) -> None:
+    def _draw(self, frame: Frame) -> VideoFrame:
+        """Display executor: ``frame`` with the newest results drawn on it, as a VideoFrame."""
+        latest = self._latest_result
+        faces = latest.faces if latest is not None else ()
+        timings = latest.timings_ms if latest is not None else {}
+        shown = FrameResult(frame=frame, faces=faces, events=(), timings_ms=timings)
+        annotated = self._annotate(shown, self.fps, self.frames_dropped)
+        return VideoFrame.from_ndarray(np.ascontiguousarray(annotated), format="rgb24")
+
+    async def _infer(self, frame: Frame, arrival_monotonic_s: float) -> None:
+        assert self._pipeline is not None
+        result = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._pipeline.process, frame
+        )
+        self._latest_result = result
+        self._latest_result_arrival_s = arrival_monotonic_s
+        self._after_inference(arrival_monotonic_s, result)
+
+    def _after_inference(self, arrival_monotonic_s: float, result: FrameResult) -> None:
         now = time.monotonic()
-        latency_s = now - pending.arrival_monotonic_s
+        latency_s = now - arrival_monotonic_s
         if self._last_done_s is not None:
             interval = max(now - self._last_done_s, 1e-6)
             # Smooth the interval, not its inverse: a mean of 1/interval overstates the rate.
@@ -283,8 +325,7 @@ class PeerSession:
             self.fps = 1.0 / self._interval_s
         self._last_done_s = now
         self.frames_processed += 1
-        assert self._feed is not None
-        dropped = self._feed.frames_dropped
+        dropped = self.frames_dropped
         metrics = self._metrics
         metrics.frames_processed.inc()
         if dropped > self._dropped_reported:
@@ -296,7 +337,6 @@ class PeerSession:
         alerts = sum(1 for event in result.events if event.kind == "alert")
         if alerts:
             metrics.alerts.inc(alerts)
-        self._out.publish(video_frame)
         self._send(
             frame_message(result, server_latency_ms=latency_s * 1000, fps=self.fps, frames_dropped=dropped)
         )
@@ -317,6 +357,9 @@ class PeerSession:
                 await task
             except asyncio.CancelledError:
                 pass
+        if self._inference is not None and not self._inference.done():
+            # The pipeline call itself finishes on its thread; finish() is queued behind it.
+            self._inference.cancel()
         if self._feed is not None:
             await self._feed.close()
         self._out.stop()

@@ -117,7 +117,7 @@ def test_state_overrides_replace_weights_and_change_the_id(
     ):
         assert tuned.weights_id.startswith(plain.weights_id + "+")
         assert len(tuned.weights_id) == len(plain.weights_id) + 13
-        diff = np.abs(tuned.encode(crops) - plain.encode(crops)).max()
+        diff = np.abs(tuned.encode(crops[:2]) - plain.encode(crops[:2])).max()
     assert diff > 1e-3
     # Same overrides, same id: the id is a digest of the override values.
     with load_encoder(backend="torch", state_overrides=dict(overrides)) as again:

@@ -111,5 +111,5 @@ def test_eval_refuses_a_checkpoint_of_other_base_weights(tiny_set: tuple[Path, P
     raw["encoder_weights_id"] = "casia-webface@000000000000"
     torch.save(raw, tmp_path / "other.pt")
     argv = ["eval", "--manifest", str(manifest), "--checkpoint", str(tmp_path / "other.pt")]
-    with pytest.raises(CheckpointError, match="casia-webface@000000000000.*casia-webface@[0-9a-f]{12}"):
+    with pytest.raises(CheckpointError, match=r"casia-webface@000000000000.*casia-webface@[0-9a-f]{12}"):
         main([*argv, "--report", str(tmp_path / "r.json"), "--cache-dir", str(cache), "--backend", "torch"])

@@ -22,8 +22,12 @@ class BrightnessPipeline:
     """One "face" in the middle of the frame whose p_fake is the frame's mean brightness / 255, so
     a test can check that the frames the client sent are what the pipeline saw."""
 
-    def __init__(self, source_id: str, *, alert_above: float = 2.0) -> None:
+    def __init__(
+        self, source_id: str, *, alert_above: float = 2.0, delay_s: float = 0.0, fail_at: int | None = None
+    ) -> None:
         self.source_id = source_id
+        self._delay_s = delay_s
+        self._fail_at = fail_at
         self.frames: list[int] = []
         self.thread_ids: set[int] = set()
         self.finished = threading.Event()
@@ -32,6 +36,10 @@ class BrightnessPipeline:
     def process(self, frame: Frame) -> FrameResult:
         self.thread_ids.add(threading.get_ident())
         self.frames.append(frame.index)
+        if self._fail_at is not None and len(self.frames) >= self._fail_at:
+            raise RuntimeError("model exploded")
+        if self._delay_s:
+            time.sleep(self._delay_s)
         height, width = frame.image.shape[:2]
         p_fake = float(frame.image.mean()) / 255.0
         face = FaceResult(
@@ -57,12 +65,12 @@ class BrightnessPipeline:
 class PipelineRecorder:
     """A pipeline factory that remembers what it built."""
 
-    def __init__(self, alert_above: float = 2.0) -> None:
+    def __init__(self, alert_above: float = 2.0, delay_s: float = 0.0, fail_at: int | None = None) -> None:
         self.built: list[BrightnessPipeline] = []
-        self._alert_above = alert_above
+        self._options = {"alert_above": alert_above, "delay_s": delay_s, "fail_at": fail_at}
 
     def __call__(self, source_id: str) -> BrightnessPipeline:
-        pipeline = BrightnessPipeline(source_id, alert_above=self._alert_above)
+        pipeline = BrightnessPipeline(source_id, **self._options)  # type: ignore[arg-type]
         self.built.append(pipeline)
         return pipeline
 
@@ -92,6 +100,7 @@ class ClientPeer:
         self.channel = self.pc.createDataChannel("deepwatch")
         self.messages: list[dict] = []
         self.received_frames: list[np.ndarray] = []
+        self.frames_received = 0
         self.channel.on("message", lambda raw: self.messages.append(json.loads(raw)))
         self._tasks: list[asyncio.Task[None]] = []
         if track is not None:
@@ -107,6 +116,7 @@ class ClientPeer:
         try:
             while True:
                 frame = await remote.recv()
+                self.frames_received += 1
                 if len(self.received_frames) < 50:
                     self.received_frames.append(frame.to_ndarray(format="rgb24"))
         except Exception:

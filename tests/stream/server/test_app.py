@@ -378,6 +378,56 @@ def test_alerts_reach_the_page_and_the_metrics() -> None:
     run(body)
 
 
+def test_slow_inference_does_not_slow_the_video() -> None:
+    recorder = PipelineRecorder(delay_s=0.3)
+
+    async def body() -> None:
+        async with serving(recorder=recorder) as client:
+            peer = ClientPeer(SolidTrack(180))
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            await peer.accept(await response.json())
+            await peer.wait_for(lambda: len(peer.scores()) >= 4, timeout_s=30)
+            scores, frames = len(peer.scores()), peer.frames_received
+            # 30 fps in, about 3 inferences a second: the video keeps its rate, the scores lag.
+            assert frames >= 3 * scores, (frames, scores)
+            assert len(recorder.built[0].frames) <= scores + 1
+            last = peer.scores()[-1]
+            assert last["frames_dropped"] >= frames // 2
+            assert last["faces"][0]["p_fake"] == pytest.approx(180 / 255, abs=0.03)
+            metrics = await (await client.get("/metrics")).text()
+            assert metric_value(metrics, "deepwatch_frames_dropped_total") >= frames // 2
+            assert metric_value(metrics, "deepwatch_video_latency_seconds_count") >= frames - 5
+            # Every displayed frame after the first result carries its box (drawn by the overlay).
+            edge = peer.received_frames[-1][100:140, 79:82].reshape(-1, 3).mean(axis=0)
+            assert edge[0] > 200 and edge[2] < 60, edge
+            await peer.close()
+
+    run(body)
+
+
+def test_a_failing_pipeline_ends_its_session_only() -> None:
+    async def body() -> None:
+        failing = PipelineRecorder(fail_at=5)
+        async with serving(recorder=failing) as client:
+            peer = ClientPeer(SolidTrack(40))
+            response = await client.post("/api/offer", json=await peer.offer_body())
+            await peer.accept(await response.json())
+            await wait_until(lambda: _is_zero(client))
+            errors = [m["error"] for m in peer.messages if m["type"] == "error"]
+            assert errors and "model exploded" in errors[0]
+            assert failing.built[0].finished.wait(5)
+            await peer.close()
+            # The next session gets a fresh pipeline (which fails at its own 5th frame, later).
+            fresh = ClientPeer(SolidTrack(60))
+            response = await client.post("/api/offer", json=await fresh.offer_body())
+            await fresh.accept(await response.json())
+            await fresh.wait_for(lambda: len(fresh.scores()) >= 3)
+            assert len(failing.built) == 2
+            await fresh.close()
+
+    run(body)
+
+
 def test_session_limit_refuses_extra_offers_until_one_closes() -> None:
     async def body() -> None:
         async with serving(max_sessions=1) as client:

@@ -54,11 +54,18 @@ def requirements() -> None:
 
 
 @pytest.fixture(scope="module")
-def live_components(requirements: None) -> Iterator[Any]:
-    from stream.app import load_components
-    from stream.config import AppConfig
+def live_components(requirements: None, checkpoint_args: list[str]) -> Iterator[Any]:
+    """The real models; the scorer is the shipped one, or (before it is committed) an untrained
+    head from tests/stream/conftest.py: these tests check the server's mechanics, not accuracy."""
+    from dataclasses import replace
 
-    components = load_components(AppConfig())
+    from stream.app import load_components
+    from stream.config import AppConfig, ModelConfig
+
+    config = AppConfig()
+    if checkpoint_args:
+        config = replace(config, model=ModelConfig(checkpoint=checkpoint_args[1]))
+    components = load_components(config)
     yield components
     components.close()
 

@@ -61,11 +61,21 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_the_command_serves_until_interrupted() -> None:
+def test_the_command_serves_until_interrupted(checkpoint_args: list[str]) -> None:
     port = _free_port()
     env = os.environ | {serve.TOKEN_ENV: TOKEN}
     process = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *checkpoint_args,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
