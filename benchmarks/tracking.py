@@ -42,6 +42,11 @@ import cv2
 import numpy as np
 import torch
 
+# Run as ``python benchmarks/tracking.py``, Python puts benchmarks/ first on sys.path, where this
+# file would shadow the ``tracking`` package it measures.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 from tracking import (
     CropConfig,
     Detection,
@@ -510,7 +515,8 @@ def print_human(report: dict[str, Any]) -> None:
             run = clip["tracking"][0]
             out(
                 f"  {clip['clip']:<48} ids {run['ids_created']} confirmed {run['confirmed_ids']} "
-                f"switches {run['id_switches']} jitter {run['jitter_raw']:.4f} -> {run['jitter_tracked']:.4f} "
+                f"switches {run['id_switches']} "
+                f"jitter {run['jitter_raw']:.4f} -> {run['jitter_tracked']:.4f} "
                 f"(x{run['jitter_ratio']})\n"
             )
         out(json.dumps(report["single_face_clips"]["summary"], indent=2) + "\n")

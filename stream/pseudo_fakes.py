@@ -93,8 +93,9 @@ def landmark_mask(
         nose,
     ]
     hull = cv2.convexHull(np.round(np.stack(points)).astype(np.int32))
-    mask = np.zeros(size_hw, np.uint8)
-    cv2.fillConvexPoly(mask, hull, 255)
+    hull_mask = np.zeros(size_hw, np.uint8)
+    cv2.fillConvexPoly(hull_mask, hull, 255)
+    mask: np.ndarray = hull_mask
     if parameters.mask_grow_px:
         kernel = np.ones((abs(parameters.mask_grow_px) * 2 + 1,) * 2, np.uint8)
         mask = cv2.dilate(mask, kernel) if parameters.mask_grow_px > 0 else cv2.erode(mask, kernel)
@@ -116,7 +117,7 @@ def transformed_copy(image: np.ndarray, centre_xy: np.ndarray, parameters: Blend
     # Unsharp masking: a positive amount sharpens, a negative one moves towards the blur.
     copy = copy + parameters.sharpen * (copy - blurred)
     matrix = cv2.getRotationMatrix2D((float(centre_xy[0]), float(centre_xy[1])), 0.0, parameters.scale)
-    matrix[:, 2] += parameters.shift_px
+    matrix[:, 2] += np.asarray(parameters.shift_px, np.float64)
     moved = cv2.warpAffine(
         np.clip(copy, 0, 255), matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REFLECT
     )
