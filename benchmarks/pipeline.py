@@ -24,18 +24,23 @@ import logging
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.app import PipelineComponents, load_components
-from stream.config import AppConfig
-from stream.frame import Frame
-from stream.results import FrameResult
-from stream.runner import Runner
-from stream.sources.demo import render_demo_frame
-from stream.sources.reader import FrameReader
-from stream.sources.source import GrabbedImage
+# Run as a script, this folder is first on sys.path, where benchmarks/tracking.py would shadow
+# the tracking package.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from stream.app import PipelineComponents, load_components  # noqa: E402
+from stream.config import AppConfig  # noqa: E402
+from stream.frame import Frame  # noqa: E402
+from stream.results import FrameResult  # noqa: E402
+from stream.runner import Runner  # noqa: E402
+from stream.sources.demo import render_demo_frame  # noqa: E402
+from stream.sources.reader import FrameReader  # noqa: E402
+from stream.sources.source import GrabbedImage  # noqa: E402
 
 CLIP_FPS = 30.0
 SIZES = ((640, 480), (1280, 720))

@@ -22,16 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
-from stream.app import load_components
-from stream.config import AppConfig, load_config
-from stream.overlay import OverlayStatus, draw_overlay
-from stream.results import FrameResult
-from stream.runner import Runner
-from stream.sources import open_source
-from stream.sources.demo import write_demo_video
-from stream.sources.reader import FrameReader
+# Run as a script, this folder is first on sys.path, where benchmarks/tracking.py would shadow
+# the tracking package.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+import psutil  # noqa: E402
+
+from stream.app import load_components  # noqa: E402
+from stream.config import AppConfig, load_config  # noqa: E402
+from stream.overlay import OverlayStatus, draw_overlay  # noqa: E402
+from stream.results import FrameResult  # noqa: E402
+from stream.runner import Runner  # noqa: E402
+from stream.sources import open_source  # noqa: E402
+from stream.sources.demo import write_demo_video  # noqa: E402
+from stream.sources.reader import FrameReader  # noqa: E402
 
 DEFAULT_CLIP = Path(os.environ.get("DEEPWATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DEFAULT_CLIP = DEFAULT_CLIP / "real" / "retalking_face1.mp4"

@@ -53,6 +53,7 @@ from tracking import (
     DetectorConfig,
     FaceDetector,
     FaceTracker,
+    Track,
     TrackerConfig,
     TrackState,
     crop_faces,
@@ -78,7 +79,7 @@ def read_frames(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], f
     if not capture.isOpened():
         raise SystemExit(f"cannot open {path}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    frames = []
+    frames: list[np.ndarray] = []
     while max_frames is None or len(frames) < max_frames:
         ok, frame = capture.read()
         if not ok:
@@ -112,6 +113,16 @@ def largest(detections: list[Detection]) -> Detection | None:
 
 
 @dataclass
+class ClipRun:
+    """One clip's frames with the raw detections and the tracks of the default tracker config."""
+
+    frames: list[np.ndarray]
+    fps: float
+    detections: list[list[Detection]]
+    tracks: list[list[Track]]
+
+
+@dataclass
 class TrackRun:
     """What one tracker pass over a single-face clip produced."""
 
@@ -128,7 +139,7 @@ class TrackRun:
 
 def track_single_face(
     detections: list[list[Detection]], fps: float, config: TrackerConfig
-) -> tuple[TrackRun, list[list[Any]]]:
+) -> tuple[TrackRun, list[list[Track]]]:
     """Run the tracker over precomputed per-frame detections, detecting every N-th frame.
 
     The raw series for jitter is the largest per-frame MTCNN box; the tracked series is the
@@ -203,9 +214,9 @@ def detect_all(
 
 def measure_clips(
     clips: list[Path], detector: FaceDetector, tracker_config: TrackerConfig, max_frames: int | None
-) -> tuple[list[dict[str, Any]], dict[str, tuple[list[np.ndarray], list[list[Any]], float]]]:
+) -> tuple[list[dict[str, Any]], dict[str, ClipRun]]:
     results = []
-    kept: dict[str, tuple[list[np.ndarray], list[list[Any]], float]] = {}
+    kept: dict[str, ClipRun] = {}
     for clip in clips:
         frames, fps = read_frames(clip, max_frames)
         detections, wall_ms, cpu_ms = detect_all(detector, frames)
@@ -219,7 +230,7 @@ def measure_clips(
             run, per_frame_tracks = track_single_face(detections, fps, config)
             runs.append(asdict(run))
             if every_n == tracker_config.detect_every_n_frames:
-                kept[clip.name] = (frames, per_frame_tracks, fps)
+                kept[clip.name] = ClipRun(frames, fps, detections, per_frame_tracks)
         result = {
             "clip": clip.name,
             "frames": len(frames),
@@ -379,68 +390,86 @@ def cosine_distances(embeddings: np.ndarray) -> tuple[float, float]:
     return float(consecutive.mean()), float((1.0 - embeddings @ centre).mean())
 
 
-def measure_crop_stability(
-    kept: dict[str, tuple[list[np.ndarray], list[list[Any]], float]], frames_per_clip: int, margin: float
-) -> dict[str, Any]:
+def as_track(detection: Detection) -> Track:
+    """A raw detection dressed as a track, to crop it exactly as the pipeline would crop a track."""
+    return Track(
+        track_id=0,
+        box_xyxy=detection.box_xyxy,
+        state=TrackState.CONFIRMED,
+        hits=1,
+        age=0,
+        source_id="raw",
+        landmarks_5x2=detection.landmarks_5x2,
+    )
+
+
+def measure_crop_stability(kept: dict[str, ClipRun], frames_per_clip: int, margin: float) -> dict[str, Any]:
+    """Embedding stability of the crops the encoder would get, per crop variant.
+
+    Variants: "box" and "aligned" crops of the tracked face (default tracker settings, so some
+    frames are predicted), and "box_raw", box crops of the raw per-frame MTCNN box, to show what
+    tracking itself does to the encoder's input.
+    """
     try:
         import engine
     except ImportError as error:
         return {"skipped": f"engine is not importable: {error}"}
     if not hasattr(engine, "load_encoder"):
         return {"skipped": "engine.load_encoder does not exist yet"}
-    modes = ("box", "aligned")
+    variants = ("box", "aligned", "box_raw")
     per_clip = []
     with engine.load_encoder() as encoder:
-        for clip, (frames, per_frame_tracks, _fps) in kept.items():
-            # The middle of the clip, consecutive frames where one track is confirmed.
+        for clip, run in kept.items():
+            # Consecutive frames from the middle of the clip where exactly one track is confirmed
+            # and MTCNN found the face.
             usable = [
                 i
-                for i, tracks in enumerate(per_frame_tracks)
-                if len([t for t in tracks if t.state is TrackState.CONFIRMED]) == 1
+                for i, tracks in enumerate(run.tracks)
+                if len([t for t in tracks if t.state is TrackState.CONFIRMED]) == 1 and run.detections[i]
             ]
             if len(usable) < 3:
                 continue
             start = max(0, len(usable) // 2 - frames_per_clip // 2)
             chosen = usable[start : start + frames_per_clip]
             row: dict[str, Any] = {"clip": clip, "frames": len(chosen)}
-            for mode in modes:
-                config = CropConfig(mode=mode, margin=margin)
-                crops = np.concatenate(
-                    [
-                        crop_faces(
-                            frames[i],
-                            [t for t in per_frame_tracks[i] if t.state is TrackState.CONFIRMED],
-                            config,
-                        )
-                        for i in chosen
-                    ]
-                )
-                consecutive, spread = cosine_distances(encoder.encode(crops))
-                row[mode] = {"consecutive": round(consecutive, 5), "spread": round(spread, 5)}
+            for variant in variants:
+                config = CropConfig(mode="aligned" if variant == "aligned" else "box", margin=margin)
+                crops = []
+                for i in chosen:
+                    if variant == "box_raw":
+                        face = largest(run.detections[i])
+                        assert face is not None
+                        faces = [as_track(face)]
+                    else:
+                        faces = [t for t in run.tracks[i] if t.state is TrackState.CONFIRMED]
+                    crops.append(crop_faces(run.frames[i], faces, config))
+                consecutive, spread = cosine_distances(encoder.encode(np.concatenate(crops)))
+                row[variant] = {"consecutive": round(consecutive, 5), "spread": round(spread, 5)}
             per_clip.append(row)
             log.info(
-                "crop stability %s: box %.4f/%.4f aligned %.4f/%.4f (consecutive/spread)",
+                "crop stability %s (consecutive/spread): box %.4f/%.4f aligned %.4f/%.4f raw box %.4f/%.4f",
                 clip,
                 row["box"]["consecutive"],
                 row["box"]["spread"],
                 row["aligned"]["consecutive"],
                 row["aligned"]["spread"],
+                row["box_raw"]["consecutive"],
+                row["box_raw"]["spread"],
             )
         backend, weights = encoder.backend_name, encoder.weights_id
-    summary: dict[str, Any] = {"encoder": {"backend": backend, "weights": weights}, "margin": margin}
+    summary: dict[str, Any] = {
+        "encoder": {"backend": backend, "weights": weights},
+        "margin": margin,
+        "frames_per_clip": frames_per_clip,
+        "clips": len(per_clip),
+    }
     for metric in ("consecutive", "spread"):
-        box = np.array([row["box"][metric] for row in per_clip])
-        aligned = np.array([row["aligned"][metric] for row in per_clip])
-        summary[metric] = {
-            "box_mean": round(float(box.mean()), 5),
-            "aligned_mean": round(float(aligned.mean()), 5),
-            "clips_where_aligned_is_steadier": int((aligned < box).sum()),
-            "clips": len(per_clip),
-        }
-    steadier = (
-        "aligned" if summary["consecutive"]["aligned_mean"] < summary["consecutive"]["box_mean"] else "box"
-    )
-    summary["steadier_mode"] = steadier
+        values = {v: np.array([row[v][metric] for row in per_clip]) for v in variants}
+        summary[metric] = {f"{v}_mean": round(float(values[v].mean()), 5) for v in variants}
+        summary[metric]["clips_where_aligned_beats_box"] = int((values["aligned"] < values["box"]).sum())
+        summary[metric]["clips_where_box_beats_raw_box"] = int((values["box"] < values["box_raw"]).sum())
+    better = summary["consecutive"]["aligned_mean"] < summary["consecutive"]["box_mean"]
+    summary["steadier_mode"] = "aligned" if better else "box"
     summary["per_clip"] = per_clip
     return summary
 
@@ -485,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "crop": asdict(crop_config),
     }
     started = time.perf_counter()
-    kept: dict[str, tuple[list[np.ndarray], list[list[Any]], float]] = {}
+    kept: dict[str, ClipRun] = {}
     if "clips" not in args.skip or "stability" not in args.skip:
         results, kept = measure_clips(clips, FaceDetector(detector_config), tracker_config, args.max_frames)
         if "clips" not in args.skip:

@@ -111,6 +111,7 @@ class _SourceState:
     scorer: Scorer
     frames: int = 0
     live_ids: set[int] = field(default_factory=set)
+    last_sample_s: dict[int, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -181,12 +182,16 @@ class Pipeline:
             tracks = self._detect_and_track(frame, timings[i], events[i])
             live_tracks.append(tracks)
             state = self._sources[frame.source_id]
+            detected = "detect" in timings[i]
             due = [
                 track
                 for track in tracks
                 if track.state is TrackState.CONFIRMED
                 and state.scorer.wants_sample(track.track_id, frame.timestamp_s)
+                and not (detected and self._can_defer(state, track.track_id, frame.timestamp_s))
             ]
+            for track in due:
+                state.last_sample_s[track.track_id] = frame.timestamp_s
             wanted.append(due)
             if due:
                 t0 = time.perf_counter()
@@ -228,9 +233,24 @@ class Pipeline:
         current = {track.track_id for track in tracks}
         for track_id in sorted(state.live_ids - current):
             state.scorer.forget(track_id)
+            state.last_sample_s.pop(track_id, None)
             self._end_track(frame.source_id, track_id, frame.timestamp_s, events)
         state.live_ids = current
         return tracks
+
+    def _can_defer(self, state: _SourceState, track_id: int, timestamp_s: float) -> bool:
+        """True when a due sample may wait one frame to keep encoding off a detection frame.
+
+        Detection and encoding are the two expensive stages; a frame that runs both is the slow
+        tail of the latency. Detection runs on every N-th processed frame, so with N >= 2 the next
+        frame is detection-free and the wait is one frame; the scorer keeps its schedule across
+        such a small delay, so the sample rate does not drop. A track's first sample, or one
+        already two periods late, is not deferred.
+        """
+        if self.detect_every_n_frames == 1:
+            return False
+        last_s = state.last_sample_s.get(track_id)
+        return last_s is not None and timestamp_s - last_s < 2.0 / state.scorer.sample_rate_hz
 
     def _encode(
         self, crops: list[np.ndarray], timings: list[dict[str, float]], wanted: list[list[Track]]

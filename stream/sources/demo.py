@@ -90,7 +90,9 @@ def write_demo_video(
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)}
         for index in range(count):
-            frame = av.VideoFrame.from_ndarray(render_demo_frame(index / fps, width, height, faces), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                render_demo_frame(index / fps, width, height, faces), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):

@@ -222,3 +222,32 @@ def test_stats_collect_per_stage_latency():
     assert figures["latency_ms"]["detect"]["count"] == 6
     assert figures["latency_ms"]["track"]["count"] == 12
     assert figures["latency_ms"]["total"]["p95"] >= figures["latency_ms"]["total"]["p50"] >= 0
+
+
+def test_encoding_moves_off_detection_frames_without_lowering_the_sample_rate():
+    from engine.heads import build_head
+    from engine.scorer import SequenceScorer
+    from engine.scorer_config import ScorerConfig
+
+    class IndexRecordingEncoder(RecordingEncoder):
+        current_index = -1
+
+        def __init__(self):
+            super().__init__()
+            self.indices: list[int] = []
+
+        def encode(self, crops):
+            self.indices.append(self.current_index)
+            return super().encode(crops)
+
+    encoder = IndexRecordingEncoder()
+    # The real scorer accepts samples up to half a period early, which leaves room to defer.
+    scorer = SequenceScorer(build_head("frame_mean"), ScorerConfig(window_size=4, sample_rate_hz=8.0, min_samples=1))
+    pipeline, _, _ = make_pipeline(ScriptedDetector(lambda call: ONE_FACE), scorer, every=3, encoder=encoder)
+    for frame in frames(150):  # 5 s at 30 fps; the detector runs on frames 0, 3, 6, ...
+        encoder.current_index = frame.index
+        pipeline.process(frame)
+    assert 38 <= len(encoder.indices) <= 41  # still 8 Hz over 5 s
+    on_detection_frames = [index for index in encoder.indices if index % 3 == 0]
+    # Only the track's first sample (nothing to defer from) shares a frame with detection.
+    assert len(on_detection_frames) == 1

@@ -82,8 +82,12 @@ def test_window_shows_boxes_in_score_colours(tmp_path, checkpoint_args):
         drawn = 0
         for _ in range(20):
             time.sleep(1.0)
-            subprocess.run(["import", "-window", "root", str(screenshot)], env=environment, check=True, timeout=60)
-            drawn = palette_pixels(cv2.cvtColor(cv2.imread(str(screenshot), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+            subprocess.run(
+                ["import", "-window", "root", str(screenshot)], env=environment, check=True, timeout=60
+            )
+            drawn = palette_pixels(
+                cv2.cvtColor(cv2.imread(str(screenshot), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            )
             if drawn > baseline + 300:
                 break
         run.send_signal(signal.SIGINT)
@@ -103,3 +107,25 @@ def test_window_shows_boxes_in_score_colours(tmp_path, checkpoint_args):
         -1
     ]
     assert last_update["data"]["verdict"] in ("REAL", "FAKE", "UNSURE")
+
+
+def test_screen_region_source_under_xvfb(monkeypatch):
+    require_system("Xvfb", reason="the screen-capture test needs Xvfb")
+    from stream.sources import SourceError, open_source
+
+    display = free_display()
+    xvfb = start_xvfb(display)
+    try:
+        monkeypatch.setenv("DISPLAY", f":{display}")
+        source = open_source("screen:10,20,320,240")
+        with source:
+            assert source.live
+            frame = source.read(10.0)
+        assert frame is not None
+        assert frame.image.shape == (240, 320, 3) and frame.image.dtype == np.uint8
+        assert frame.source_id == "screen:10,20,320,240"
+        with pytest.raises(SourceError, match="lies outside the screen, which is 1024x768"):
+            open_source("screen:900,700,320,240").start()
+    finally:
+        xvfb.kill()
+        xvfb.wait(timeout=10)
