@@ -3,9 +3,9 @@
     python benchmarks/encoder.py --json
 
 prints a JSON list of {"backend", "batch", "crops_per_s", "crops_per_cpu_s"} (medians over
---repeats timed runs after one warm-up run) for batch 1, 4, 16 and 64 on torch and onnxruntime (and tensorrt with --device
-cuda). Crops are random uint8 images; time covers ``encode`` end to end (validation,
-standardisation, inference, normalisation). Without --json a table is printed.
+--repeats timed runs after one warm-up run) for batch 1, 4, 16 and 64 on torch and onnxruntime
+(and tensorrt with --device cuda). Crops are random uint8 images; time covers ``encode`` end to
+end (validation, standardisation, inference, normalisation). Without --json a table is printed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from engine.backends import BACKENDS, BackendRequest
+from engine.backends import BACKENDS, BackendRequest, EncoderBackend
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.encoder import InceptionResnetEncoder
 from engine.inception_resnet_v1 import InceptionResnetV1
@@ -42,6 +42,7 @@ def build_encoder(
         opt_batch_size=min(16, max_batch),
         cache_dir=cache_dir(),
     )
+    runner: EncoderBackend
     if backend == "onnxruntime":
         runner = OnnxRuntimeBackend(request, intra_op_threads=ort_threads)
     else:
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if not args.json:
                     print(
-                        f"{backend:<12} batch {batch:>3}: {rate:8.1f} crops/s ({cpu_rate:.1f} per CPU second)",
+                        f"{backend:<12} batch {batch:>3}: {rate:8.1f} crops/s ({cpu_rate:.1f} per CPU s)",
                         flush=True,
                     )
     if args.json:

@@ -12,7 +12,6 @@ builds on TensorRT 10 and 11.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -27,7 +26,8 @@ import torch
 from engine.backends.base import BackendRequest, EncoderBackend
 from engine.backends.onnx_export import INPUT_NAME, OUTPUT_NAME, ensure_onnx
 from engine.errors import BackendUnavailableError
-from engine.inception_resnet_v1 import INPUT_SIZE_PX
+from engine.inception_resnet_v1 import EMBEDDING_SIZE, INPUT_SIZE_PX
+from engine.tf_graph import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +69,31 @@ class TensorRTBackend(EncoderBackend):
         onnx_file = ensure_onnx(request, half=request.fp16)
         engine_file = self._engine_path(request, onnx_file)
         with torch.cuda.device(self._device):
-            if not engine_file.is_file():
+            if engine_file.is_file():
+                self._open(engine_file.read_bytes(), engine_file)
+            else:
                 serialized = self._build(onnx_file, request)
-                engine = self._deserialize(serialized, engine_file)
-                self._engine: Any = engine
-                self._context: Any = engine.create_execution_context()
+                self._open(serialized, engine_file)
                 self._check_against_torch(request)
                 _atomic_write(engine_file, serialized)
                 logger.info("built TensorRT engine %s", engine_file)
-            else:
-                self._engine = self._deserialize(engine_file.read_bytes(), engine_file)
-                self._context = self._engine.create_execution_context()
-        self._input_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(INPUT_NAME))
-        self._output_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(OUTPUT_NAME))
+
+    def _open(self, serialized: bytes, engine_file: Path) -> None:
+        trt = self._trt
+        engine = trt.Runtime(self._logger).deserialize_cuda_engine(serialized)
+        if engine is None:
+            raise BackendUnavailableError(
+                f"TensorRT cannot load engine {engine_file} (built by another TensorRT version?); "
+                "delete it to rebuild"
+            )
+        self._engine: Any = engine
+        self._context: Any = engine.create_execution_context()
+        self._input_dtype = _torch_dtype(trt, engine.get_tensor_dtype(INPUT_NAME))
+        self._output_dtype = _torch_dtype(trt, engine.get_tensor_dtype(OUTPUT_NAME))
 
     def _engine_path(self, request: BackendRequest, onnx_file: Path) -> Path:
         gpu = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name(self._device)).strip("-")
-        onnx_sha = _sha256(onnx_file)[:16]
+        onnx_sha = file_sha256(onnx_file)[:16]
         precision = "fp16" if request.fp16 else "fp32"
         name = (
             f"{gpu}-trt{self._trt.__version__}-{onnx_sha}-{precision}"
@@ -122,22 +130,11 @@ class TensorRTBackend(EncoderBackend):
             )
         return bytes(serialized)
 
-    def _deserialize(self, serialized: bytes, engine_file: Path) -> Any:
-        engine = self._trt.Runtime(self._logger).deserialize_cuda_engine(serialized)
-        if engine is None:
-            raise BackendUnavailableError(
-                f"TensorRT cannot load engine {engine_file} (built by another TensorRT version?); "
-                "delete it to rebuild"
-            )
-        return engine
-
     def _check_against_torch(self, request: BackendRequest) -> None:
         generator = np.random.default_rng(_PROBE_SEED)
         probe = generator.uniform(-1.0, 1.0, (_PROBE_BATCH, 3, INPUT_SIZE_PX, INPUT_SIZE_PX)).astype(
             np.float32
         )
-        self._input_dtype = _torch_dtype(self._trt, self._engine.get_tensor_dtype(INPUT_NAME))
-        self._output_dtype = _torch_dtype(self._trt, self._engine.get_tensor_dtype(OUTPUT_NAME))
         got = self.run(probe)
         reference_model = request.model.to(self._device, torch.float32).eval()
         with torch.inference_mode():
@@ -164,7 +161,7 @@ class TensorRTBackend(EncoderBackend):
         with torch.cuda.device(self._device):
             stream = torch.cuda.current_stream(self._device)
             inputs = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device, self._input_dtype)
-            outputs = torch.empty((len(batch), 512), dtype=self._output_dtype, device=self._device)
+            outputs = torch.empty((len(batch), EMBEDDING_SIZE), dtype=self._output_dtype, device=self._device)
             self._context.set_input_shape(INPUT_NAME, tuple(inputs.shape))
             self._context.set_tensor_address(INPUT_NAME, inputs.data_ptr())
             self._context.set_tensor_address(OUTPUT_NAME, outputs.data_ptr())
@@ -184,14 +181,6 @@ def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
     if dtype == trt.DataType.FLOAT:
         return torch.float32
     raise BackendUnavailableError(f"engine I/O dtype {dtype}, expected FLOAT or HALF")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

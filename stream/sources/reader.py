@@ -176,7 +176,10 @@ class FrameReader:
             self._error = SourceError(f"{self.source_id}: reading failed: {error}")
             self._error.__cause__ = error
         finally:
-            self._finish()
+            try:
+                self._grabber.close()
+            finally:
+                self._finish()
 
     def _read_loop(self) -> None:
         while not self._stop_event.is_set():

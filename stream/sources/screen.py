@@ -55,7 +55,7 @@ class ScreenGrabber:
         import mss.exception
 
         try:
-            with mss.mss() as probe:
+            with _new_mss() as probe:
                 screen = probe.monitors[0]
         except mss.exception.ScreenShotError as error:
             raise SourceError(
@@ -70,10 +70,8 @@ class ScreenGrabber:
             )
 
     def grab(self) -> GrabbedImage | None:
-        import mss
-
         if self._grabber is None:
-            self._grabber = mss.mss()
+            self._grabber = _new_mss()
         wait_s = self._next_due_s - time.monotonic()
         if wait_s > 0 and self._interrupted.wait(wait_s):
             return None
@@ -92,14 +90,20 @@ class ScreenGrabber:
         return GrabbedImage(image=np.ascontiguousarray(bgra[:, :, 2::-1]))
 
     def close(self) -> None:
+        """Close the capture handle; ``FrameReader`` calls this on the reader thread, which made
+        it (closing an mss handle from another thread breaks X connections process-wide)."""
         self._interrupted.set()
-        # mss handles belong to the thread that made them; the reader thread has finished here.
         if self._grabber is not None:
-            try:
-                self._grabber.close()
-            except Exception as error:  # closing a foreign-thread X handle may fail; nothing to recover
-                logger.debug("closing screen grabber: %s", error)
+            self._grabber.close()
             self._grabber = None
 
     def interrupt(self) -> None:
         self._interrupted.set()
+
+
+def _new_mss() -> Any:
+    import mss
+
+    # mss 10 renamed the factory to MSS and deprecated mss.mss.
+    factory = getattr(mss, "MSS", None) or mss.mss
+    return factory()

@@ -54,9 +54,7 @@ def test_finetuning_changes_only_upper_layers_and_learns(base_state: dict[str, t
     video_ids = np.repeat(np.arange(8), 6)
     train_mask = video_ids < 4
     features = lower_features(model, crops, "block8")
-    config = FinetuneConfig(
-        train_from="block8", max_epochs=3, steps_per_epoch=5, batch_size=8, learning_rate=1e-3
-    )
+    config = FinetuneConfig(train_from="block8", max_epochs=3, steps_per_epoch=5, batch_size=8)
     result = finetune_encoder(model, features, labels, video_ids, train_mask, config, progress=False)
     names = upper_parameter_names(model, "block8")
     assert set(result.overrides) == set(names)

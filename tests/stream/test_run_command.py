@@ -171,3 +171,45 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path, checkpoint_args):
     assert report["stopped_by"] == "interrupt"
     assert len(report["tracks"]) == 1 and report["tracks"][0]["frames"] > 0
     assert read_jsonl(events)[-1]["kind"] == "track_end"
+
+
+@pytest.mark.slow
+def test_alerts_reach_the_webhook(tmp_path, checkpoint_args):
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    video = tmp_path / "astronaut.mp4"
+    write_demo_video(video, seconds=3.0, fps=10, width=320, height=240)
+    # A threshold every score passes, with no sustain: the first ready score alerts, whatever
+    # the model thinks of the face.
+    config = small_config(
+        tmp_path,
+        "alerts:\n  threshold: 0.000001\n  hysteresis: 0.0\n  sustain_s: 0.0\n"
+        f"  webhook_url: http://hook:pw@127.0.0.1:{server.server_address[1]}/alerts\n",
+    )
+    events = tmp_path / "events.jsonl"
+    try:
+        completed = run_cli(
+            "run", str(video), "--config", str(config), *checkpoint_args, "--events", str(events)
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert completed.returncode == 0, completed.stderr
+    alerts = [line for line in read_jsonl(events) if line["kind"] == "alert"]
+    assert len(alerts) == 1  # fired once, never re-armed (no score falls below the threshold)
+    assert received == alerts
+    assert "pw@" not in completed.stderr

@@ -62,7 +62,7 @@ def test_street_scene_tracks_several_people_with_stable_ids(data_dir: Path) -> N
         confirmed_per_frame.append(sum(t.state is TrackState.CONFIRMED for t in tracks))
         ids = [t.track_id for t in tracks]
         assert len(ids) == len(set(ids))
-    # About six frontal faces are visible at the start of the clip (checked by eye).
-    assert max(confirmed_per_frame) >= 4
-    # Stable ids: the tracker does not spawn new ids for the same few people every frame.
-    assert tracker.ids_created <= 2 * max(confirmed_per_frame)
+    # Seven people face the camera at the start of the clip (checked by eye on the crops).
+    assert max(confirmed_per_frame) >= 6
+    # Stable ids: the same few people do not get new ids as they walk.
+    assert tracker.ids_created <= max(confirmed_per_frame) + 2
