@@ -9,11 +9,13 @@ below ``threshold - hysteresis``.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -125,7 +127,8 @@ class WebhookNotifier:
     """
 
     def __init__(self, url: str, *, timeout_s: float = 3.0, queue_size: int = 32) -> None:
-        self._url = url
+        # urllib cannot send user:password@ from the URL itself: move it to a Basic auth header.
+        self._url, self._headers = _split_credentials(url)
         self._safe_url = redact(url)
         self._timeout_s = timeout_s
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
@@ -171,7 +174,7 @@ class WebhookNotifier:
         request = urllib.request.Request(
             self._url,
             data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self._headers},
             method="POST",
         )
         try:
@@ -181,3 +184,18 @@ class WebhookNotifier:
         except (urllib.error.URLError, OSError, ValueError) as error:
             self.failed += 1
             logger.warning("webhook POST to %s failed: %s", self._safe_url, redact(str(error)))
+
+
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``(url without user:password@, headers carrying them as HTTP Basic auth)``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}

@@ -33,9 +33,34 @@ class _LiveTrack:
         self.age = 0
         self.frames_since_update = 0
         self.landmarks_in_box = _landmarks_in_box(detection)
+        # What the reported box still lags behind the Kalman estimate after a correction, and
+        # over how many more frames that gap closes (see TrackerConfig.blend_corrections).
+        self.correction_xyxy = np.zeros(4)
+        self.correction_frames_left = 0
+
+    def correct(self, detection: Detection, blend_frames: int) -> None:
+        """Update the filter with a matched detection; spread the jump over ``blend_frames``."""
+        reported_before = self.reported_box()
+        self.filter.update(detection.box_xyxy)
+        gap = reported_before - self.filter.box_xyxy.astype(np.float64)
+        # The first share of the jump shows on this frame, so blending over 1 frame is no blending.
+        self.correction_xyxy = gap * (1.0 - 1.0 / blend_frames)
+        self.correction_frames_left = blend_frames - 1
+
+    def advance(self, gap_s: float) -> None:
+        """Predict one frame ahead and close one more share of a pending correction."""
+        self.filter.predict(gap_s)
+        if self.correction_frames_left > 0:
+            self.correction_xyxy = self.correction_xyxy * (1.0 - 1.0 / self.correction_frames_left)
+            self.correction_frames_left -= 1
+        self.age += 1
+        self.frames_since_update += 1
+
+    def reported_box(self) -> np.ndarray:
+        return self.filter.box_xyxy.astype(np.float64) + self.correction_xyxy
 
     def snapshot(self, source_id: str) -> Track:
-        box = self.filter.box_xyxy
+        box = self.reported_box().astype(np.float32)
         landmarks = None
         if self.landmarks_in_box is not None:
             origin, extent = box[:2], box[2:] - box[:2]
@@ -88,6 +113,7 @@ class FaceTracker:
         self._next_id = 1
         self._last_timestamp_s: float | None = None
         self._ended_ids: list[int] = []
+        self._frames_since_detection = 0
 
     def update(self, detections: list[Detection] | None, timestamp_s: float) -> list[Track]:
         """Advance all tracks to this frame and match the frame's detections to them.
@@ -115,13 +141,13 @@ class FaceTracker:
 
         # Step 1: predict every track to this frame.
         for track in self._tracks:
-            track.filter.predict(gap_s)
-            track.age += 1
-            track.frames_since_update += 1
+            track.advance(gap_s)
+        self._frames_since_detection += 1
 
         # Step 2: match, correct, and move states on frames where the detector ran.
         if checked is not None:
             self._associate(checked)
+            self._frames_since_detection = 0
 
         # Step 3: end tracks that went unmatched for too long.
         for track in self._tracks:
@@ -134,15 +160,19 @@ class FaceTracker:
         return self.tracks()
 
     def _associate(self, detections: list[Detection]) -> None:
+        # Match against the Kalman prediction, not the blended box the tracks report.
         track_boxes = np.array([t.filter.box_xyxy for t in self._tracks], dtype=np.float64).reshape(-1, 4)
         detection_boxes = np.array([d.box_xyxy for d in detections], dtype=np.float64).reshape(-1, 4)
         assignment = associate(
             track_boxes, detection_boxes, self.config.iou_threshold, self.config.max_centre_distance
         )
         smoothing = self.config.landmark_smoothing
+        # Spread each correction over the frames until the next detection is expected: the
+        # interval seen between the last two detection runs.
+        blend_frames = max(1, self._frames_since_detection) if self.config.blend_corrections else 1
         for track_index, detection_index in assignment.matches:
             track, detection = self._tracks[track_index], detections[detection_index]
-            track.filter.update(detection.box_xyxy)
+            track.correct(detection, blend_frames)
             track.hits += 1
             track.frames_since_update = 0
             fresh = _landmarks_in_box(detection)

@@ -57,7 +57,7 @@ def test_round_trip_rebuilds_the_same_scorer(tmp_path) -> None:
 
 def test_encoder_with_other_base_weights_is_refused(tmp_path) -> None:
     path = make_checkpoint().save(tmp_path / "model.pt")
-    with pytest.raises(CheckpointError, match="casia-webface@8beef909d988.*vggface2@0123456789ab"):
+    with pytest.raises(CheckpointError, match=r"casia-webface@8beef909d988.*vggface2@0123456789ab"):
         load_checkpoint(path, encoder_weights="vggface2@0123456789ab")
     checkpoint = load_checkpoint(path, encoder_weights="casia-webface@8beef909d988")
     # A fine-tuned encoder's id carries a "+digest" suffix; only the base part is compared.

@@ -56,12 +56,14 @@ def test_config_validation():
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
     received: ClassVar[list[dict]] = []
+    authorizations: ClassVar[list[str | None]] = []
     delay_s = 0.0
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         time.sleep(self.delay_s)
         type(self).received.append(json.loads(body))
+        type(self).authorizations.append(self.headers.get("Authorization"))
         self.send_response(204)
         self.end_headers()
 
@@ -71,7 +73,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook_server():
-    handler = type("Handler", (_Recorder,), {"received": [], "delay_s": 0.0})
+    handler = type("Handler", (_Recorder,), {"received": [], "authorizations": [], "delay_s": 0.0})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -89,6 +91,18 @@ def test_webhook_posts_json(webhook_server):
     notifier.stop()
     assert handler.received == [{"kind": "alert", "track_id": 3}, {"kind": "alert", "track_id": 4}]
     assert (notifier.sent, notifier.failed, notifier.dropped) == (2, 0, 0)
+
+
+def test_webhook_credentials_in_the_url_become_basic_auth(webhook_server, caplog):
+    server, handler = webhook_server
+    notifier = WebhookNotifier(f"http://alert%40bot:p%3Ass@127.0.0.1:{server.server_address[1]}/hook")
+    notifier.start()
+    notifier.send({"kind": "alert"})
+    notifier.stop()
+    assert handler.received == [{"kind": "alert"}]
+    # base64("alert@bot:p:ss")
+    assert handler.authorizations == ["Basic YWxlcnRAYm90OnA6c3M="]
+    assert "p%3Ass" not in caplog.text
 
 
 def test_slow_webhook_never_blocks_and_drops_beyond_the_queue(webhook_server):

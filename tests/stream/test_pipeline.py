@@ -242,7 +242,8 @@ def test_encoding_moves_off_detection_frames_without_lowering_the_sample_rate():
 
     encoder = IndexRecordingEncoder()
     # The real scorer accepts samples up to half a period early, which leaves room to defer.
-    scorer = SequenceScorer(build_head("frame_mean"), ScorerConfig(window_size=4, sample_rate_hz=8.0, min_samples=1))
+    scorer_config = ScorerConfig(window_size=4, sample_rate_hz=8.0, min_samples=1)
+    scorer = SequenceScorer(build_head("frame_mean"), scorer_config)
     pipeline, _, _ = make_pipeline(ScriptedDetector(lambda call: ONE_FACE), scorer, every=3, encoder=encoder)
     for frame in frames(150):  # 5 s at 30 fps; the detector runs on frames 0, 3, 6, ...
         encoder.current_index = frame.index

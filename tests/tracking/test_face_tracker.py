@@ -294,3 +294,40 @@ def test_timestamps_must_not_go_backwards() -> None:
     with pytest.raises(ValueError, match="finite"):
         tracker.update([], float("nan"))
     tracker.update([], 1.0)  # an equal timestamp is allowed (no motion is predicted)
+
+
+@pytest.mark.parametrize("blend", [True, False])
+def test_corrections_are_spread_over_the_detection_interval(blend: bool) -> None:
+    tracker = FaceTracker(TrackerConfig(min_hits=1, detect_every_n_frames=3, blend_corrections=blend))
+    frames: list[list[Detection] | None] = []
+    for i in range(12):
+        frames.append([face(100, 100, 180, 180)] if i % 3 == 0 else None)
+    history = run(tracker, frames)
+    assert float(history[-1][0].box_xyxy[0]) == pytest.approx(100.0, abs=0.5)
+
+    # The face is found 12 px further right: the reported box moves there in thirds when
+    # blending, at once (as far as the Kalman gain goes) when not.
+    jumped = run(tracker, [[face(112, 100, 192, 180)], None, None], start_frame=12)
+    xs = [float(tracks[0].box_xyxy[0]) for tracks in jumped]
+    steps = np.diff([100.0, *xs])
+    if blend:
+        assert steps[0] == pytest.approx(steps[1], abs=0.6)
+        assert 0 < steps[0] < 0.5 * xs[-1] - 50
+    else:
+        assert steps[0] > 3 * abs(steps[1])
+    assert tracker.ids_created == 1
+
+
+def test_blending_does_not_change_what_is_matched() -> None:
+    # Same detections with and without blending: same ids and states on every frame.
+    histories = []
+    for blend in (True, False):
+        tracker = FaceTracker(TrackerConfig(min_hits=2, detect_every_n_frames=4, blend_corrections=blend))
+        frames: list[list[Detection] | None] = [
+            [face(20 + 9 * i, 50, 80 + 9 * i, 110), face(400 - 7 * i, 60, 460 - 7 * i, 120)]
+            if i % 4 == 0
+            else None
+            for i in range(40)
+        ]
+        histories.append([[(t.track_id, t.state) for t in tracks] for tracks in run(tracker, frames)])
+    assert histories[0] == histories[1]

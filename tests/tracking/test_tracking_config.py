@@ -36,6 +36,7 @@ def test_thresholds_from_yaml_lists_become_tuples() -> None:
         (lambda: TrackerConfig(iou_threshold=1.0), r"TrackerConfig.iou_threshold"),
         (lambda: TrackerConfig(measurement_noise=float("nan")), r"TrackerConfig.measurement_noise"),
         (lambda: TrackerConfig(landmark_smoothing=1.0), r"TrackerConfig.landmark_smoothing"),
+        (lambda: TrackerConfig(blend_corrections="yes"), r"TrackerConfig.blend_corrections must be true"),
         (
             lambda: CropConfig(mode="tight"),
             r"CropConfig.mode must be one of \('box', 'aligned'\), got 'tight'",
