@@ -168,8 +168,11 @@ class FaceTracker:
         )
         smoothing = self.config.landmark_smoothing
         # Spread each correction over the frames until the next detection is expected: the
-        # interval seen between the last two detection runs.
-        blend_frames = max(1, self._frames_since_detection) if self.config.blend_corrections else 1
+        # interval seen between the last two detection runs, at most the configured one (after
+        # a long pause of the detector, a slow catch-up would only leave the box behind).
+        blend_frames = 1
+        if self.config.blend_corrections:
+            blend_frames = max(1, min(self._frames_since_detection, self.config.detect_every_n_frames))
         for track_index, detection_index in assignment.matches:
             track, detection = self._tracks[track_index], detections[detection_index]
             track.correct(detection, blend_frames)

@@ -30,6 +30,7 @@ def test_thresholds_from_yaml_lists_become_tuples() -> None:
         (lambda: DetectorConfig(pyramid_factor=1.0), r"DetectorConfig.pyramid_factor .* got 1.0"),
         (lambda: DetectorConfig(max_side_px=320.5), r"DetectorConfig.max_side_px must be an int"),
         (lambda: DetectorConfig(max_side_px=10), r"DetectorConfig.max_side_px must be in \[24"),
+        (lambda: DetectorConfig(num_threads=0), r"DetectorConfig.num_threads must be in \[1, 1024\], got 0"),
         (lambda: TrackerConfig(min_hits=0), r"TrackerConfig.min_hits must be in \[1, 1000\], got 0"),
         (lambda: TrackerConfig(min_hits=True), r"TrackerConfig.min_hits must be an int"),
         (lambda: TrackerConfig(max_age_frames=2, detect_every_n_frames=5), r"max_age_frames must be >= "),
