@@ -57,6 +57,8 @@ from stream.pseudo_fakes import self_blend_clip
 logger = logging.getLogger(__name__)
 
 PSEUDO_FAKE_METHOD = "SBI"
+# Calibrated thresholds are kept inside this range (see train_on_clips).
+THRESHOLD_RANGE = (0.001, 0.999)
 
 
 @dataclass(frozen=True)
@@ -399,7 +401,10 @@ def train_on_clips(
         all_windows = np.concatenate(windows)
         # Without cross-validation the threshold comes from the training data itself: optimistic.
         threshold = threshold_at_fpr(window_labels, all_windows, options.threshold_fpr)
-    threshold = float(min(max(threshold, 0.0), 1.0))
+    # A detector that cannot reach the target FPR gets a threshold at the top of the range (it
+    # then flags almost nothing); the live verdict needs a threshold strictly inside (0, 1).
+    figures["threshold_uncapped"] = float(threshold)
+    threshold = float(min(max(threshold, THRESHOLD_RANGE[0]), THRESHOLD_RANGE[1]))
     real_clips = [clip for clip in clips if not clip.pseudo_fake_of]
     methods: dict[str, int] = {}
     for clip in clips:

@@ -32,42 +32,51 @@ class _LiveTrack:
         self.hits = 1
         self.age = 0
         self.frames_since_update = 0
-        self.landmarks_in_box = _landmarks_in_box(detection)
-        # What the reported box still lags behind the Kalman estimate after a correction, and
-        # over how many more frames that gap closes (see TrackerConfig.blend_corrections).
-        self.correction_xyxy = np.zeros(4)
+        # Landmark layout as fractions of the box (smoothed over detections), so the landmarks
+        # ride on the box between detections.
+        self.layout_in_box = _landmarks_in_box(detection)
+        # What the reported box and layout still lag behind the estimate after a correction,
+        # and over how many more frames that gap closes (see TrackerConfig.blend_corrections).
+        self.box_correction = np.zeros(4)
+        self.layout_correction = np.zeros((5, 2))
         self.correction_frames_left = 0
 
-    def correct(self, detection: Detection, blend_frames: int) -> None:
-        """Update the filter with a matched detection; spread the jump over ``blend_frames``."""
-        reported_before = self.reported_box()
+    def correct(self, detection: Detection, blend_frames: int, landmark_smoothing: float) -> None:
+        """Update with a matched detection, spreading the visible jump over ``blend_frames``."""
+        reported_box, reported_layout = self.reported_box(), self.reported_layout()
         self.filter.update(detection.box_xyxy)
-        gap = reported_before - self.filter.box_xyxy.astype(np.float64)
+        fresh = _landmarks_in_box(detection)
+        self.layout_in_box = landmark_smoothing * self.layout_in_box + (1 - landmark_smoothing) * fresh
         # The first share of the jump shows on this frame, so blending over 1 frame is no blending.
-        self.correction_xyxy = gap * (1.0 - 1.0 / blend_frames)
+        remaining = 1.0 - 1.0 / blend_frames
+        self.box_correction = (reported_box - self.filter.box_xyxy.astype(np.float64)) * remaining
+        self.layout_correction = (reported_layout - self.layout_in_box) * remaining
         self.correction_frames_left = blend_frames - 1
 
     def advance(self, gap_s: float) -> None:
         """Predict one frame ahead and close one more share of a pending correction."""
         self.filter.predict(gap_s)
         if self.correction_frames_left > 0:
-            self.correction_xyxy = self.correction_xyxy * (1.0 - 1.0 / self.correction_frames_left)
+            remaining = 1.0 - 1.0 / self.correction_frames_left
+            self.box_correction = self.box_correction * remaining
+            self.layout_correction = self.layout_correction * remaining
             self.correction_frames_left -= 1
         self.age += 1
         self.frames_since_update += 1
 
     def reported_box(self) -> np.ndarray:
-        return self.filter.box_xyxy.astype(np.float64) + self.correction_xyxy
+        return self.filter.box_xyxy.astype(np.float64) + self.box_correction
+
+    def reported_layout(self) -> np.ndarray:
+        return self.layout_in_box + self.layout_correction
 
     def snapshot(self, source_id: str) -> Track:
-        box = self.reported_box().astype(np.float32)
-        landmarks = None
-        if self.landmarks_in_box is not None:
-            origin, extent = box[:2], box[2:] - box[:2]
-            landmarks = (origin + self.landmarks_in_box * extent).astype(np.float32)
+        box = self.reported_box()
+        origin, extent = box[:2], box[2:] - box[:2]
+        landmarks = (origin + self.reported_layout() * extent).astype(np.float32)
         return Track(
             track_id=self.track_id,
-            box_xyxy=box,
+            box_xyxy=box.astype(np.float32),
             state=self.state,
             hits=self.hits,
             age=self.age,
@@ -166,7 +175,6 @@ class FaceTracker:
         assignment = associate(
             track_boxes, detection_boxes, self.config.iou_threshold, self.config.max_centre_distance
         )
-        smoothing = self.config.landmark_smoothing
         # Spread each correction over the frames until the next detection is expected: the
         # interval seen between the last two detection runs, at most the configured one (after
         # a long pause of the detector, a slow catch-up would only leave the box behind).
@@ -175,14 +183,9 @@ class FaceTracker:
             blend_frames = max(1, min(self._frames_since_detection, self.config.detect_every_n_frames))
         for track_index, detection_index in assignment.matches:
             track, detection = self._tracks[track_index], detections[detection_index]
-            track.correct(detection, blend_frames)
+            track.correct(detection, blend_frames, self.config.landmark_smoothing)
             track.hits += 1
             track.frames_since_update = 0
-            fresh = _landmarks_in_box(detection)
-            previous = track.landmarks_in_box
-            track.landmarks_in_box = (
-                fresh if previous is None else smoothing * previous + (1 - smoothing) * fresh
-            )
             if track.state is TrackState.LOST or (
                 track.state is TrackState.TENTATIVE and track.hits >= self.config.min_hits
             ):

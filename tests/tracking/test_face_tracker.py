@@ -329,3 +329,16 @@ def test_blending_does_not_change_what_is_matched() -> None:
         ]
         histories.append([[(t.track_id, t.state) for t in tracks] for tracks in run(tracker, frames)])
     assert histories[0] == histories[1]
+
+
+def test_landmark_layout_is_smoothed_across_detections() -> None:
+    tracker = FaceTracker(TrackerConfig(min_hits=1, landmark_smoothing=0.5))
+    box = np.array([100, 100, 200, 200], np.float32)
+    layout = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]])
+    tracker.update([Detection(box, 0.99, (box[:2] + layout * 100).astype(np.float32))], 0.0)
+    # The next detection has every landmark 10 px (0.1 box) further right.
+    moved = Detection(box, 0.99, (box[:2] + np.add(layout, [0.1, 0.0]) * 100).astype(np.float32))
+    (track,) = tracker.update([moved], 1 / FPS)
+    assert track.landmarks_5x2 is not None
+    shift = track.landmarks_5x2 - (track.box_xyxy[:2] + layout * (track.box_xyxy[2:] - track.box_xyxy[:2]))
+    np.testing.assert_allclose(shift, np.tile([5.0, 0.0], (5, 1)), atol=0.2)
