@@ -90,7 +90,9 @@ class TrackerConfig:
         process_noise: standard deviation of the box's acceleration, in box sizes per second
             squared. Larger means boxes follow sudden motion faster but jitter more.
         landmark_smoothing: weight of the previous landmark layout (relative to the box) when a
-            new detection arrives, in [0, 1); 0 takes each detection's landmarks as they are.
+            new detection arrives, in [0, 1); 0 takes each detection's layout as it is (with
+            ``blend_corrections`` the change still shows gradually). 0.5 and 0.8 measured no
+            steadier aligned crops than 0 on the talking-head clips.
         blend_corrections: when detection runs every few frames, the box a detection corrects
             would jump on that frame after drifting on prediction in between. With this on, the
             reported box closes the jump evenly over the frames until the next detection (the
@@ -108,7 +110,7 @@ class TrackerConfig:
     max_centre_distance: float = 1.0
     measurement_noise: float = 0.05
     process_noise: float = 1.0
-    landmark_smoothing: float = 0.5
+    landmark_smoothing: float = 0.0
     blend_corrections: bool = True
 
     def __post_init__(self) -> None:
@@ -146,8 +148,9 @@ class CropConfig:
             transform (rotation, scale, shift); "box" cuts a square around the box centre.
             Tracks without landmarks fall back to "box".
         size_px: side of the square output crop, pixels (the encoder expects 160).
-        margin: context around the face, as a fraction of the face box size, added on each side
-            in total (0.25 = the crop side is 1.25 times the box's longer side).
+        margin: context around the face: the crop side is (1 + margin) times the box's longer
+            side. 0.25 is the framing facenet (whose casia-webface weights the encoder uses)
+            evaluates on LFW with: a 32 px margin around the MTCNN box in a 160 px crop.
     """
 
     mode: CropMode = "aligned"

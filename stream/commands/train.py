@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         results, base.state_dict, args.weights, base.weights_id, options, progress=progress
     )
     checkpoint.save(args.out)
-    if figures:
+    if "video_auc" in figures:
         logger.info(
             "cross-validated video AUC %.3f (per method %s), window AUC %.3f, threshold %.3f at FPR %.2f",
             figures["video_auc"],
