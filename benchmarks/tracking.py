@@ -346,6 +346,20 @@ def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
+def pick_speed_clip(clips: list[Path], frames_count: int) -> Path:
+    """The first clip (by name) with at least ``frames_count`` frames, else the longest."""
+
+    def length(path: Path) -> int:
+        capture = cv2.VideoCapture(str(path))
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+        return count
+
+    lengths = {clip: length(clip) for clip in clips}
+    long_enough = [clip for clip in clips if lengths[clip] >= frames_count]
+    return long_enough[0] if long_enough else max(clips, key=lambda clip: lengths[clip])
+
+
 def measure_speed(
     clip: Path, detector_config: DetectorConfig, frames_count: int, repeats: int
 ) -> dict[str, Any]:
@@ -531,7 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     if "crowd" not in args.skip and (real / CROWD_CLIP).is_file():
         report["crowd"] = measure_crowd(real / CROWD_CLIP, tracker_config, args.crowd_frames)
     if "speed" not in args.skip and clips:
-        report["speed"] = measure_speed(clips[0], detector_config, args.speed_frames, args.speed_repeats)
+        report["speed"] = measure_speed(
+            pick_speed_clip(clips, args.speed_frames), detector_config, args.speed_frames, args.speed_repeats
+        )
     if "stability" not in args.skip:
         report["crop_stability"] = measure_crop_stability(kept, args.stability_frames, crop_config.margin)
     report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]

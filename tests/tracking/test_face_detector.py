@@ -159,9 +159,9 @@ def test_tracker_keeps_one_id_and_crops_follow_the_face(
     assert confirmed_from == 2 * every_n
     assert tracker.ids_created == 1
     assert min(overlaps) > 0.75
-    # The face grows by 60% and moves 220 px, yet the crop stays closer to the first crop than
-    # a crop shifted by a third of the face does.
-    assert float(np.median(crop_differences)) < 15.0
+    # The face grows by 60% and moves 220 px, yet the crops stay closer to the first crop than a
+    # crop shifted by a third of the face is (blending trades a little lag for smoothness).
+    assert float(np.median(crop_differences)) < 0.5 * misplaced_difference
     assert max(crop_differences) < misplaced_difference
 
 
