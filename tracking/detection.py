@@ -16,8 +16,9 @@ class Detection:
     Attributes:
         box_xyxy: float32 array of shape (4,): x1, y1, x2, y2.
         confidence: detector probability in [0, 1].
-        landmarks_5x2: float32 array of shape (5, 2): left eye, right eye, nose,
-            left mouth corner, right mouth corner (the subject's left is the image right).
+        landmarks_5x2: float32 array of shape (5, 2), in image order as MTCNN gives them: the eye
+            on the image's left (the subject's right eye), the other eye, nose, the mouth corner on
+            the image's left, the other mouth corner.
     """
 
     box_xyxy: np.ndarray
