@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
+# The registry names of ``engine.weights.REGISTRY`` (here so the CLI lists them without torch).
+WEIGHTS_NAMES = ("casia-webface", "vggface2")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 # Above this a single batch of 160 px crops needs several GiB of activations on CPU.
 MAX_BATCH_SIZE_LIMIT = 1024

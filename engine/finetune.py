@@ -21,29 +21,11 @@ from torch import nn
 from torch.nn import functional
 from tqdm.auto import tqdm
 
+from engine.encoder_stages import LOW_STAGES, STAGES, TRAINABLE_FROM
 from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
-
-# The network's stages in forward order (facenet-pytorch names); the pooling, dropout, last_linear
-# and last_bn that follow are always part of the trained upper part.
-STAGES = (
-    "conv2d_1a",
-    "conv2d_2a",
-    "conv2d_2b",
-    "maxpool_3a",
-    "conv2d_3b",
-    "conv2d_4a",
-    "conv2d_4b",
-    "repeat_1",
-    "mixed_6a",
-    "repeat_2",
-    "mixed_7a",
-    "repeat_3",
-    "block8",
-)
-TRAINABLE_FROM = ("repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "last_linear")
 
 
 @dataclass(frozen=True)
@@ -53,6 +35,9 @@ class FinetuneConfig:
     Attributes:
         train_from: first stage that trains (a ``TRAINABLE_FROM`` name); everything before it is
             frozen and its output cached.
+        train_low: also train the stem through ``repeat_1`` (``LOW_STAGES``); the stages between
+            them and ``train_from`` stay frozen but pass gradients. The cached features are then
+            the pixels, and every step runs the whole network forward and backward.
         max_epochs: upper bound; early stopping on validation video AUC usually ends sooner.
         steps_per_epoch: optimiser steps per epoch.
         batch_size: crops per step, half real and half fake.
@@ -63,6 +48,7 @@ class FinetuneConfig:
     """
 
     train_from: str = "repeat_3"
+    train_low: bool = False
     max_epochs: int = 8
     steps_per_epoch: int = 40
     batch_size: int = 32
@@ -80,6 +66,11 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+
+    @property
+    def feature_split(self) -> str:
+        """Where cached features are taken: the pixels when the low stages train."""
+        return STAGES[0] if self.train_low else self.train_from
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,9 +114,11 @@ def _lower_stages(train_from: str) -> tuple[str, ...]:
     return STAGES[: STAGES.index(train_from)]
 
 
-def upper_parameter_names(model: InceptionResnetV1, train_from: str) -> list[str]:
-    """Names of the parameters that fine-tuning from ``train_from`` changes."""
+def upper_parameter_names(model: InceptionResnetV1, train_from: str, train_low: bool = False) -> list[str]:
+    """Names of the parameters that fine-tuning from ``train_from`` (and the low stages) changes."""
     lower = set(_lower_stages(train_from))
+    if train_low:
+        lower -= set(LOW_STAGES)
     return [name for name, _ in model.named_parameters() if name.split(".", 1)[0] not in lower]
 
 
@@ -201,7 +194,7 @@ def finetune_encoder(
 
     Args:
         model: the encoder with its base weights; modified in place (left at the kept weights).
-        features: N lower feature maps from ``lower_features`` with the same ``train_from``.
+        features: N lower feature maps from ``lower_features`` at ``config.feature_split``.
         labels: (N,) 1 fake, 0 real, per crop.
         video_ids: (N,) which video each crop comes from (validation scores videos by the mean
             frame probability).
@@ -219,7 +212,7 @@ def finetune_encoder(
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    names = upper_parameter_names(model, config.train_from)
+    names = upper_parameter_names(model, config.train_from, config.train_low)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in names)
     classifier = nn.Linear(512, 1)
@@ -253,7 +246,7 @@ def finetune_encoder(
         for _ in range(config.steps_per_epoch):
             batch = np.concatenate([rng.choice(indices, half) for indices in train_indices])
             targets = torch.from_numpy(labels[batch].astype(np.float32))
-            embeddings = upper_embeddings(model, features[batch], config.train_from)
+            embeddings = upper_embeddings(model, features[batch], config.feature_split)
             loss = functional.binary_cross_entropy_with_logits(
                 classifier(embeddings).squeeze(1) * 10.0, targets
             )
@@ -322,7 +315,7 @@ def _val_auc(
     indices: np.ndarray,
     config: FinetuneConfig,
 ) -> float:
-    embeddings = torch.from_numpy(embed_features(model, features[indices], config.train_from))
+    embeddings = torch.from_numpy(embed_features(model, features[indices], config.feature_split))
     with torch.inference_mode():
         probabilities = torch.sigmoid(classifier(embeddings).squeeze(1)).numpy()
     videos = video_ids[indices]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+# The sequence heads ``engine.heads.HEADS`` builds, by name (here so the CLI lists them without torch).
+HEAD_NAMES = ("frame_mean", "lstm", "temporal_conv", "transformer")
+
 
 @dataclass(frozen=True)
 class ScorerConfig:

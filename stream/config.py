@@ -19,6 +19,7 @@ from engine.scorer_config import ScorerConfig
 from stream.alerts import AlertConfig
 from stream.output_config import OutputConfig
 from stream.pipeline import PipelineConfig
+from stream.server.options import ServerConfig
 from stream.sources.config import SourceConfig
 from tracking.config import CropConfig, DetectorConfig, TrackerConfig
 
@@ -60,6 +61,7 @@ class AppConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
 
 # YAML section name -> the dataclass it builds ("scorer" is special: see AppConfig).
@@ -74,6 +76,7 @@ SECTIONS: dict[str, type] = {
     "pipeline": PipelineConfig,
     "alerts": AlertConfig,
     "output": OutputConfig,
+    "server": ServerConfig,
 }
 
 

@@ -99,6 +99,11 @@ class TrainingOptions:
             raise ValueError(f"max_crops must be >= 1, got {self.max_crops!r}")
 
 
+def feature_split(options: TrainingOptions) -> str:
+    """The encoder stage whose input the clips cache: everything below it is frozen."""
+    return options.finetune.feature_split if options.finetune is not None else "last_linear"
+
+
 @dataclass(frozen=True, eq=False)
 class Clip:
     """One training/evaluation clip: a video's primary-track crops as cached lower features."""
@@ -361,7 +366,7 @@ def train_detector(
     progress: bool = True,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
     """Cross-validate (if asked), then train the final model on everything; returns it and the figures."""
-    train_from = options.finetune.train_from if options.finetune is not None else "last_linear"
+    train_from = feature_split(options)
     clips = build_clips(results, base_state, train_from, options, progress=progress)
     return train_on_clips(clips, base_state, base_weights, base_weights_id, options, progress)
 
@@ -375,7 +380,7 @@ def train_on_clips(
     progress: bool = True,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
     """``train_detector`` on clips already built (their features must match the options' split)."""
-    train_from = options.finetune.train_from if options.finetune is not None else "last_linear"
+    train_from = feature_split(options)
     if not clips:
         raise ValueError("no video with a face to train on")
     figures: dict[str, Any] = {}

@@ -13,7 +13,6 @@ import sys
 import cv2
 import numpy as np
 
-from engine import BackendUnavailableError, EncoderConfig, WeightsError, encoder_from_config
 from engine.config import BACKEND_NAMES
 
 EXIT_OK = 0
@@ -80,6 +79,8 @@ def build_crops() -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarr
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine import BackendUnavailableError, EncoderConfig, WeightsError, encoder_from_config
+
     try:
         config = EncoderConfig(weights=args.weights, backend=args.backend, device=args.device, fp16=args.fp16)
         encoder = encoder_from_config(config)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import replace
 
-from stream.server.options import ServerOptions
+from stream.server.options import ServerOptions, check_source
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def parse_sources(items: list[str]) -> dict[str, str]:
             raise ValueError(f"--source must be NAME=SPEC, got {item!r}")
         if name in sources:
             raise ValueError(f"--source name {name!r} given twice")
+        check_source(name, spec.strip())
         sources[name] = spec.strip()
     return sources
 
@@ -83,15 +84,15 @@ def run(args: argparse.Namespace) -> int:
             idle_timeout_s=args.idle_timeout,
             allow_loopback_ice=args.allow_loopback_ice,
         )
-        source_specs = parse_sources(args.source)
+        source_flags = parse_sources(args.source)
     except ValueError as error:
         print(f"deepwatch serve: {error}", file=sys.stderr)
         return 2
-    return _serve(options, source_specs, args.config, args.checkpoint)
+    return _serve(options, source_flags, args.config, args.checkpoint)
 
 
 def _serve(
-    options: ServerOptions, source_specs: Mapping[str, str], config_path: str | None, checkpoint: str | None
+    options: ServerOptions, source_flags: Mapping[str, str], config_path: str | None, checkpoint: str | None
 ) -> int:
     from aiohttp import web
 
@@ -105,6 +106,8 @@ def _serve(
         config = load_config(config_path) if config_path else AppConfig()
         if checkpoint is not None:
             config = replace(config, model=replace(config.model, checkpoint=checkpoint))
+        # The config's server.sources, then the --source flags (a flag replaces a same-named source).
+        source_specs = {**config.server.sources, **source_flags}
         components = load_components(config)
     except (ConfigError, SetupError) as error:
         print(f"deepwatch serve: {error}", file=sys.stderr)

@@ -11,8 +11,8 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    from engine.finetune import TRAINABLE_FROM
-    from engine.heads import HEADS
+    from engine.encoder_stages import TRAINABLE_FROM
+    from engine.scorer_config import HEAD_NAMES
 
     parser = subparsers.add_parser(
         "train",
@@ -36,9 +36,14 @@ def register(subparsers: Any) -> None:
         help="first encoder stage to fine-tune (default none: frozen encoder)",
     )
     parser.add_argument(
+        "--finetune-low",
+        action="store_true",
+        help="also fine-tune the stem through repeat_1 (full forward and backward per crop: slow)",
+    )
+    parser.add_argument(
         "--pseudo-fakes", action="store_true", help="add self-blended fakes of the real clips"
     )
-    parser.add_argument("--head", default="lstm", choices=sorted(HEADS), help="sequence head (default lstm)")
+    parser.add_argument("--head", default="lstm", choices=HEAD_NAMES, help="sequence head (default lstm)")
     parser.add_argument(
         "--head-params", default="{}", help="head parameters as JSON, e.g. '{\"hidden_size\": 128}'"
     )
@@ -90,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
         ),
         finetune=None
         if args.finetune_from == "none"
-        else FinetuneConfig(train_from=args.finetune_from, max_epochs=args.finetune_epochs, seed=args.seed),
+        else FinetuneConfig(
+            train_from=args.finetune_from,
+            train_low=args.finetune_low,
+            max_epochs=args.finetune_epochs,
+            seed=args.seed,
+        ),
         pseudo_fakes=args.pseudo_fakes,
         cv_folds=args.cv_folds,
         cv_split=args.cv_split,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine import WeightsError, list_weights
-from engine.weights import REGISTRY, cache_dir, prepare_weights
+from engine.config import WEIGHTS_NAMES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -26,12 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="weights_action", metavar="ACTION")
     actions.add_parser("list", help="list weights (the default)")
     prepare = actions.add_parser("prepare", help="convert or download weights into the cache")
-    prepare.add_argument("name", choices=sorted(REGISTRY), help="weights to prepare")
+    prepare.add_argument("name", choices=sorted(WEIGHTS_NAMES), help="weights to prepare")
     prepare.add_argument("--force", action="store_true", help="redo it even if a cached file exists")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.errors import WeightsError
+    from engine.weights import cache_dir, list_weights, prepare_weights
+
     if getattr(args, "weights_action", None) == "prepare":
         try:
             path = prepare_weights(args.name, allow_download=True, force=args.force)

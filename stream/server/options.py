@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 # Signalling bodies are an SDP offer of a few kB; 64 kB leaves room without inviting abuse.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # A token shorter than this is guessable; the CLI generates nothing, so insist on a real one.
 MIN_TOKEN_CHARS = 16
+# Source names appear in the page's picker and in URLs; keep them plain.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -63,3 +67,34 @@ class ServerOptions:
                 f"refusing to listen on {self.host} without a token: anyone who can reach it could "
                 "watch the analysed video; pass --token, or bind 127.0.0.1"
             )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The app config's ``server`` section: what ``deepwatch serve`` offers besides the page's capture.
+
+    Attributes:
+        sources: server-side sources the page may pick, name -> source spec (an rtsp:// or
+            http(s):// URL, a video file, ``webcam:0``, ``screen:...``), e.g.
+            ``{"door": "rtsp://cam.local/stream"}``. ``--source NAME=SPEC`` adds to these and
+            replaces a source of the same name.
+    """
+
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sources, Mapping):
+            raise ValueError(f"sources must be a mapping of name: spec, got {self.sources!r}")
+        for name, spec in self.sources.items():
+            check_source(name, spec)
+
+
+def check_source(name: object, spec: object) -> None:
+    """Raise ValueError unless ``name`` is a plain source name and ``spec`` a non-empty string."""
+    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+        raise ValueError(
+            f"source name must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or "
+            f"digit), got {name!r}"
+        )
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"source {name!r} needs a non-empty spec (URL, file or device), got {spec!r}")

@@ -69,3 +69,30 @@ def test_finetuning_changes_only_upper_layers_and_learns(base_state: dict[str, t
     )
     with pytest.raises(ValueError, match="train_from must be one of"):
         FinetuneConfig(train_from="conv2d_1a")
+
+
+def test_low_stage_finetuning_trains_the_stem_and_top_but_not_the_middle(
+    base_state: dict[str, torch.Tensor],
+) -> None:
+    model = build_model(base_state)
+    config = FinetuneConfig(
+        train_from="block8", train_low=True, max_epochs=1, steps_per_epoch=2, batch_size=4
+    )
+    assert config.feature_split == "conv2d_1a"
+    crops = np.concatenate([pixels(3, i, 0.4 * (i % 2)) for i in range(4)])
+    labels = np.repeat(np.arange(4) % 2, 3)
+    video_ids = np.repeat(np.arange(4), 3)
+    features = lower_features(model, crops, config.feature_split)
+    # The cached features of the whole-network split are the standardised pixels themselves.
+    torch.testing.assert_close(features.float(), torch.from_numpy(crops).half().float())
+    result = finetune_encoder(
+        model, features, labels, video_ids, np.ones(len(labels), bool), config, progress=False
+    )
+    stages = {name.split(".")[0] for name in result.overrides}
+    assert {"conv2d_1a", "conv2d_4b", "repeat_1", "block8", "last_linear", "last_bn"} <= stages
+    assert not stages & {"mixed_6a", "repeat_2", "mixed_7a", "repeat_3"}
+    assert not torch.equal(result.overrides["conv2d_1a.conv.weight"], base_state["conv2d_1a.conv.weight"])
+    state = model.state_dict()
+    assert all(
+        torch.equal(state[name], base_state[name]) for name in base_state if name.startswith("repeat_2")
+    )

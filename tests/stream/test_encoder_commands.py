@@ -86,3 +86,32 @@ def test_selfcheck_reports_an_unusable_backend(
     monkeypatch.setenv(CACHE_DIR_ENV, str(converted_cache))
     assert main(["selfcheck", "--backend", "tensorrt"]) == 1
     assert "needs device='cuda'" in capsys.readouterr().err
+
+
+def test_the_cli_and_the_packages_import_without_torch() -> None:
+    # `deepwatch --help` and argument errors must not wait seconds for torch; the packages load
+    # their exports on first use.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "import engine, tracking, stream.cli\n"
+        "assert {'FaceEncoder', 'SequenceScorer', 'load_checkpoint'} <= set(dir(engine))\n"
+        "assert {'FaceTracker', 'FaceDetector'} <= set(dir(tracking))\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        stream.cli.main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'serve' in out.getvalue() and 'train' in out.getvalue()\n"
+        "print(sorted(m for m in ('torch', 'facenet_pytorch', 'aiortc') if m in sys.modules))\n"
+        "print(engine.ScorerConfig.__module__, tracking.TrackerConfig.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "engine.scorer_config tracking.config"]
+    import engine
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = engine.nope  # type: ignore[attr-defined]

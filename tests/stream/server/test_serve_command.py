@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -52,6 +54,26 @@ def test_parse_sources() -> None:
     assert serve.parse_sources(["door = rtsp://cam/1", "desk=0"]) == {"door": "rtsp://cam/1", "desk": "0"}
     with pytest.raises(ValueError, match="NAME=SPEC"):
         serve.parse_sources(["=x"])
+    with pytest.raises(ValueError, match="source name must be"):
+        serve.parse_sources(["front door=rtsp://cam/1"])
+
+
+@pytest.mark.parametrize(
+    ("sources", "pattern"),
+    [
+        ("[a, b]", r"bad value for 'server\.sources'.*mapping"),
+        ("{'bad name': x.mp4}", r"bad value for 'server\.sources'.*source name must be"),
+        ("{door: ''}", r"bad value for 'server\.sources'.*non-empty spec"),
+        ("{door: 5}", r"bad value for 'server\.sources'.*non-empty spec"),
+    ],
+)
+def test_config_sources_are_checked_when_the_file_loads(
+    sources: str, pattern: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text(f"server:\n  sources: {sources}\n")
+    assert run_serve(["--config", str(path)]) == 2
+    assert re.search(pattern, capsys.readouterr().err)
 
 
 def _free_port() -> int:
@@ -61,8 +83,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_the_command_serves_until_interrupted(checkpoint_args: list[str]) -> None:
+def test_the_command_serves_until_interrupted(checkpoint_args: list[str], tmp_path: pathlib.Path) -> None:
     port = _free_port()
+    config = tmp_path / "serve.yaml"
+    # Sources come from the config's server section and from --source (which wins on a name clash).
+    config.write_text(
+        "server:\n  sources:\n    lobby: rtsp://viewer:hunter2@127.0.0.1:9/lobby\n    door: old.mp4\n"
+    )
     env = os.environ | {serve.TOKEN_ENV: TOKEN}
     process = subprocess.Popen(
         [
@@ -74,6 +101,10 @@ def test_the_command_serves_until_interrupted(checkpoint_args: list[str]) -> Non
             "127.0.0.1",
             "--port",
             str(port),
+            "--config",
+            str(config),
+            "--source",
+            "door=rtsp://127.0.0.1:9/door",
             *checkpoint_args,
         ],
         env=env,
@@ -100,9 +131,10 @@ def test_the_command_serves_until_interrupted(checkpoint_args: list[str]) -> Non
             f"http://127.0.0.1:{port}/api/sources", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         with urllib.request.urlopen(request, timeout=5) as response:
-            assert json.load(response)["sources"] == []
+            assert sorted(json.load(response)["sources"]) == ["door", "lobby"]
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
-    assert TOKEN not in output
+    assert "server-side sources: door, lobby" in output
+    assert TOKEN not in output and "hunter2" not in output
