@@ -60,6 +60,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--finetune-epochs", type=int, default=8, help="fine-tuning epochs at most (default 8)"
     )
+    parser.add_argument(
+        "--finetune-steps", type=int, default=40, help="fine-tuning optimiser steps per epoch (default 40)"
+    )
+    parser.add_argument(
+        "--finetune-batch", type=int, default=32, help="crops per fine-tuning step, half fake (default 32)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache root (default: the user cache dir)"
@@ -85,29 +91,38 @@ def run(args: argparse.Namespace) -> int:
         head_params = json.loads(args.head_params)
     except json.JSONDecodeError as error:
         raise SystemExit(f"--head-params must be a JSON object, got {args.head_params!r}: {error}") from error
-    options = TrainingOptions(
-        head=HeadTrainingConfig(
-            head_type=args.head,
-            head_params=head_params,
-            window_size=args.window,
-            max_epochs=args.max_epochs,
+    if args.finetune_low and args.finetune_from == "none":
+        raise SystemExit(
+            "deepwatch train: --finetune-low needs --finetune-from (e.g. block8), the top that trains with it"
+        )
+    try:
+        options = TrainingOptions(
+            head=HeadTrainingConfig(
+                head_type=args.head,
+                head_params=head_params,
+                window_size=args.window,
+                max_epochs=args.max_epochs,
+                seed=args.seed,
+            ),
+            finetune=None
+            if args.finetune_from == "none"
+            else FinetuneConfig(
+                train_from=args.finetune_from,
+                train_low=args.finetune_low,
+                max_epochs=args.finetune_epochs,
+                steps_per_epoch=args.finetune_steps,
+                batch_size=args.finetune_batch,
+                seed=args.seed,
+            ),
+            pseudo_fakes=args.pseudo_fakes,
+            cv_folds=args.cv_folds,
+            cv_split=args.cv_split,
+            threshold_fpr=args.threshold_fpr,
+            max_crops=args.max_crops,
             seed=args.seed,
-        ),
-        finetune=None
-        if args.finetune_from == "none"
-        else FinetuneConfig(
-            train_from=args.finetune_from,
-            train_low=args.finetune_low,
-            max_epochs=args.finetune_epochs,
-            seed=args.seed,
-        ),
-        pseudo_fakes=args.pseudo_fakes,
-        cv_folds=args.cv_folds,
-        cv_split=args.cv_split,
-        threshold_fpr=args.threshold_fpr,
-        max_crops=args.max_crops,
-        seed=args.seed,
-    )
+        )
+    except ValueError as error:
+        raise SystemExit(f"deepwatch train: {error}") from error
     items = load_media_set(args.source)
     progress = not args.no_progress
     results = extract_media(

@@ -93,6 +93,21 @@ def test_finetuned_checkpoint_stores_only_the_changed_layers(
     assert out.stat().st_size < 8e6
 
 
+def test_low_stage_finetuning_from_the_cli_stores_stem_and_top(
+    tiny_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    manifest, cache = tiny_set
+    out = tmp_path / "low.pt"
+    argv = ["train", str(manifest), "--out", str(out), "--cv-folds", "0", "--cache-dir", str(cache), *TINY]
+    argv += [*SMALL_HEAD, "--finetune-from", "block8", "--finetune-low", "--finetune-epochs", "1"]
+    argv += ["--finetune-steps", "2", "--finetune-batch", "4"]
+    assert main(argv) == 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.changed_layers[:2] == ["block8", "conv2d_1a"]
+    assert "repeat_1" in checkpoint.changed_layers and "repeat_2" not in checkpoint.changed_layers
+    assert checkpoint.training_summary["options"]["finetune"]["train_low"] is True
+
+
 def test_eval_refuses_a_checkpoint_of_other_base_weights(tiny_set: tuple[Path, Path], tmp_path: Path) -> None:
     manifest, cache = tiny_set
     raw = None
@@ -113,3 +128,19 @@ def test_eval_refuses_a_checkpoint_of_other_base_weights(tiny_set: tuple[Path, P
     argv = ["eval", "--manifest", str(manifest), "--checkpoint", str(tmp_path / "other.pt")]
     with pytest.raises(CheckpointError, match=r"casia-webface@000000000000.*casia-webface@[0-9a-f]{12}"):
         main([*argv, "--report", str(tmp_path / "r.json"), "--cache-dir", str(cache), "--backend", "torch"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--finetune-low"], "--finetune-low needs --finetune-from"),
+        (["--finetune-from", "block8", "--finetune-steps", "0"], "steps_per_epoch must be an integer >= 1"),
+        (["--cv-folds", "1"], "cv_folds must be 0"),
+        (["--head-params", "[1"], "--head-params must be a JSON object"),
+    ],
+)
+def test_bad_training_flags_exit_with_the_reason(tmp_path: Path, flags: list[str], message: str) -> None:
+    # Checked before any video is read: the manifest does not even exist.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m.pt"), *flags])
+    assert message in str(exit_info.value.code)
