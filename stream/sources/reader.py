@@ -85,9 +85,14 @@ class FrameReader:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=_JOIN_TIMEOUT_S)
             if self._thread.is_alive():
+                # Still inside a read: closing the input under it from this thread could hang
+                # or crash the decoder. The thread closes it itself when the read returns.
                 logger.warning(
-                    "reader thread of %s did not stop within %.0f s", self.source_id, _JOIN_TIMEOUT_S
+                    "reader thread of %s did not stop within %.0f s; it closes the input after its read",
+                    self.source_id,
+                    _JOIN_TIMEOUT_S,
                 )
+                return
         self._grabber.close()
 
     def __enter__(self) -> FrameReader:

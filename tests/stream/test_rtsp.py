@@ -130,7 +130,12 @@ def test_rtsp_stream_is_scored_and_survives_a_server_restart(tmp_path, data_dir,
         )
 
         run.send_signal(signal.SIGINT)
-        stdout, stderr = run.communicate(timeout=60)
+        try:
+            stdout, stderr = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            stdout, stderr = run.communicate(timeout=10)
+            pytest.fail(f"deepwatch run did not stop within 60 s of SIGINT; its log ends:\n{stderr[-3000:]}")
     finally:
         for process in (run, server):
             if process.poll() is None:
