@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,15 @@ def checkpoint_args(tmp_path_factory) -> list[str]:
     checkpoint = ScorerCheckpoint(**{name: value for name, value in fields.items() if name in known})
     path = checkpoint.save(tmp_path_factory.mktemp("model") / "untrained.pt")
     return ["--checkpoint", str(path)]
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child the test stops with SIGINT (Ctrl-C).
+
+    A shell that starts the test run in the background ignores SIGINT, and children inherit
+    that; Python then never raises KeyboardInterrupt. Restore the default before the exec.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli_command(*args: str) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, require_system
-from tests.stream.conftest import cli_command, small_config
+from tests.stream.conftest import cli_command, interruptible, small_config
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -109,6 +109,7 @@ def test_rtsp_stream_is_scored_and_survives_a_server_restart(tmp_path, data_dir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         started = time.time()

@@ -11,7 +11,7 @@ import pytest
 
 from stream.results import VERDICTS
 from tests.conftest import REPO_ROOT
-from tests.stream.conftest import assert_clean_failure, cli_command, run_cli, small_config
+from tests.stream.conftest import assert_clean_failure, cli_command, interruptible, run_cli, small_config
 from tests.stream.videos import count_frames, write_demo_video
 
 
@@ -152,7 +152,7 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path, checkpoint_args):
             "--config", str(small_config(tmp_path)), *checkpoint_args,
             "--events", str(events), "--summary", str(summary),
         ),
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300

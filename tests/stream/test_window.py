@@ -15,7 +15,7 @@ import pytest
 
 from stream.overlay import PALETTE_RGB
 from tests.conftest import REPO_ROOT, require_system
-from tests.stream.conftest import cli_command, small_config
+from tests.stream.conftest import cli_command, interruptible, small_config
 from tests.stream.videos import first_frame, write_demo_video
 
 # The HUD's panel colour (stream.overlay._PANEL_RGB): dark grey behind the fps line.
@@ -69,6 +69,7 @@ def test_window_shows_boxes_in_score_colours(tmp_path, checkpoint_args):
             "--config", str(small_config(tmp_path)), *checkpoint_args, "--events", str(events),
         ),
         cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible,
     )  # fmt: skip
     screenshot = tmp_path / "screen.png"
     try:
