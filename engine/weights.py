@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from engine.config import WEIGHTS_NAMES
 from engine.errors import WeightsError
 from engine.tf_graph import GRAPH_SHA256, convert_graph, file_sha256
 
@@ -80,7 +79,6 @@ REGISTRY: dict[str, WeightsSource] = {
         url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
     ),
 }
-assert tuple(REGISTRY) == WEIGHTS_NAMES, "engine.config.WEIGHTS_NAMES must list the registry"
 
 
 @dataclass(frozen=True)

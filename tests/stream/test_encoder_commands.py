@@ -115,3 +115,13 @@ def test_the_cli_and_the_packages_import_without_torch() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = engine.nope  # type: ignore[attr-defined]
+
+
+def test_the_torch_free_name_lists_match_what_they_name() -> None:
+    from engine.config import WEIGHTS_NAMES
+    from engine.heads import HEADS
+    from engine.scorer_config import HEAD_NAMES
+    from engine.weights import REGISTRY
+
+    assert tuple(REGISTRY) == WEIGHTS_NAMES
+    assert sorted(HEADS) == list(HEAD_NAMES)
