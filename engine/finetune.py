@@ -5,7 +5,11 @@ The casia-webface encoder is split at ``train_from``: the frozen lower part runs
 blocks. The classifier is a linear layer on the L2-normalised embedding, so the fake evidence
 ends up in the embedding direction that the sequence head reads. Batch norm keeps its
 casia-webface statistics (the model stays in eval mode): with a few thousand crops, re-estimating
-them would only add noise. Only the upper blocks' parameters change and are stored.
+them would only add noise. Only the trained blocks' parameters change and are stored.
+
+With ``FinetuneConfig.train_low`` the stem through ``repeat_1`` trains as well, together with the
+upper blocks; the cache then holds the pixels (``FinetuneConfig.feature_split``) and every step
+runs the whole network, the frozen middle only passing gradients.
 """
 
 from __future__ import annotations
