@@ -1,0 +1,1 @@
+"""The training lab: extraction, datasets, pseudo-fakes, the recipe and evaluation."""
