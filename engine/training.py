@@ -1,7 +1,7 @@
 """Training and cross-validation of sequence heads on per-video embedding sequences.
 
 Everything here works on plain arrays (``VideoSequence``); turning videos into embeddings is
-``stream.extract``'s job. Splits are always by identity ``group``: one person never appears on
+``stream.training.extract``'s job. Splits are always by identity ``group``: one person never appears on
 both sides of a split.
 """
 

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.checkpoint import load_checkpoint
-    from stream.datasets import load_media_set
-    from stream.evaluation import evaluate, plot_roc
-    from stream.extract import ExtractConfig, extract_media
+    from stream.training.datasets import load_media_set
+    from stream.training.evaluation import evaluate, plot_roc
+    from stream.training.extract import ExtractConfig, extract_media
 
     checkpoint = load_checkpoint(args.checkpoint)
     items = load_media_set(args.manifest)

@@ -47,9 +47,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.datasets import load_media_set
-    from stream.extract import ExtractConfig, describe, extract_media
-    from stream.model_io import open_encoder
+    from stream.training.datasets import load_media_set
+    from stream.training.extract import ExtractConfig, describe, extract_media
+    from stream.training.model_io import open_encoder
 
     items = load_media_set(args.source)
     config = ExtractConfig(sample_rate_hz=args.sample_rate_hz, max_samples=args.max_samples)

@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.finetune import FinetuneConfig
     from engine.training import HeadTrainingConfig
     from engine.weights import load_weights
-    from stream.datasets import load_media_set
-    from stream.extract import ExtractConfig, extract_media
-    from stream.training_pipeline import TrainingOptions, train_detector
+    from stream.training.datasets import load_media_set
+    from stream.training.extract import ExtractConfig, extract_media
+    from stream.training.recipe import TrainingOptions, train_detector
 
     torch.manual_seed(args.seed)
     try:

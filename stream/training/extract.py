@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from engine.scorer import SampleClock
-from stream.datasets import MediaItem
+from stream.training.datasets import MediaItem
 from tracking.config import CropConfig, DetectorConfig, TrackerConfig
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 The steps, all on cached crops (no video is decoded here):
 
 1. Each video's primary track (up to ``max_crops`` samples) is one clip; real clips of training
-   groups can also give a self-blended pseudo-fake clip (``stream.pseudo_fakes``).
+   groups can also give a self-blended pseudo-fake clip (``stream.training.pseudo_fakes``).
 2. The frozen lower part of the casia-webface encoder runs once per crop and clip variant; the
    feature maps are cached in memory.
 3. Optionally the upper blocks are fine-tuned as a frame classifier (``engine.finetune``).
@@ -51,8 +51,8 @@ from engine.training import (
     split_by_group,
     train_head,
 )
-from stream.extract import ExtractedVideo
-from stream.pseudo_fakes import self_blend_clip
+from stream.training.extract import ExtractedVideo
+from stream.training.pseudo_fakes import self_blend_clip
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 from engine.checkpoint import ScorerCheckpoint
 from engine.metrics import accuracy_at_threshold, equal_error_rate, roc_auc, roc_curve
 from engine.training import VideoSequence, score_windows
-from stream.extract import ExtractedVideo
+from stream.training.extract import ExtractedVideo
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.datasets import MediaItem, load_celeb_df, load_manifest, load_media_set, load_real_fake_folders
-from stream.extract import ExtractConfig, FaceCache, FaceExtractor, extract_media
+from stream.training.datasets import (
+    MediaItem,
+    load_celeb_df,
+    load_manifest,
+    load_media_set,
+    load_real_fake_folders,
+)
+from stream.training.extract import ExtractConfig, FaceCache, FaceExtractor, extract_media
 from tests.stream.face_videos import write_face_video
 from tracking.crops import landmark_template
 
