@@ -1,7 +1,8 @@
-"""Training and cross-validation of sequence heads on per-video embedding sequences.
+"""Training of sequence heads on per-video embedding sequences, and group splits.
 
 Everything here works on plain arrays (``VideoSequence``); turning videos into embeddings is
-``stream.training.extract``'s job. Splits are always by identity ``group``: one person never appears on
+``stream.training.extract``'s job, and the recipe that cross-validates a whole detector is
+``stream.training.recipe``. Splits are always by identity ``group``: one person never appears on
 both sides of a split.
 """
 
@@ -280,31 +281,6 @@ def train_head(
     return TrainedHead(head=head.eval(), best_epoch=best_epoch, val_auc=float(best_auc), history=history)
 
 
-@dataclass(frozen=True, eq=False)
-class CrossValidation:
-    """Out-of-fold video scores of a group-held-out cross-validation.
-
-    Attributes:
-        videos: the evaluated videos, in the order of ``scores``.
-        scores: out-of-fold video-level p_fake.
-        folds: fold index of each video.
-        best_epochs: the early-stopping epoch of each fold.
-    """
-
-    videos: list[VideoSequence]
-    scores: np.ndarray
-    folds: np.ndarray
-    best_epochs: list[int]
-
-    def auc(self) -> float:
-        """Video-level ROC AUC over all videos."""
-        return roc_auc(np.array([video.label for video in self.videos]), self.scores)
-
-    def auc_per_method(self) -> dict[str, float]:
-        """AUC of each method's fakes against all real videos."""
-        return method_aucs(self.videos, self.scores)
-
-
 def method_aucs(videos: Sequence[VideoSequence], scores: np.ndarray) -> dict[str, float]:
     """Per manipulation method: AUC of that method's fake videos against every real video."""
     labels = np.array([video.label for video in videos])
@@ -315,38 +291,3 @@ def method_aucs(videos: Sequence[VideoSequence], scores: np.ndarray) -> dict[str
         if (labels[keep] == 0).any():
             result[method] = roc_auc(labels[keep], scores[keep])
     return result
-
-
-def cross_validate(
-    videos: Sequence[VideoSequence],
-    config: HeadTrainingConfig,
-    n_folds: int = 5,
-    extra_train: Sequence[VideoSequence] = (),
-    val_fraction: float = 0.25,
-    progress: bool = True,
-) -> CrossValidation:
-    """Group-held-out k-fold: train on the other folds (plus ``extra_train``), score the held-out fold.
-
-    ``extra_train`` (e.g. pseudo-fakes or extra real clips) is only ever trained on; an extra video
-    whose group is in the held-out fold (a pseudo-fake made from a held-out real video) is left
-    out of that fold's training. Early stopping uses a group split of the training folds.
-    """
-    videos = list(videos)
-    folds = group_folds(
-        [video.group for video in videos], [video.label for video in videos], n_folds, config.seed
-    )
-    scores = np.full(len(videos), np.nan)
-    fold_of = np.zeros(len(videos), dtype=np.int64)
-    best_epochs = []
-    for fold, test_indices in enumerate(tqdm(folds, desc="cross-validation", disable=not progress)):
-        test_set = set(test_indices.tolist())
-        train = [video for i, video in enumerate(videos) if i not in test_set]
-        fit, val = split_by_group(train, val_fraction, seed=config.seed + fold)
-        held_out_groups = {videos[i].group for i in test_indices}
-        extra = [video for video in extra_train if video.group not in held_out_groups]
-        trained = train_head(fit + extra, val, config, progress=False)
-        best_epochs.append(trained.best_epoch)
-        test_videos = [videos[i] for i in test_indices]
-        scores[test_indices] = score_videos(trained.head, test_videos, config.window_size, config.stride)
-        fold_of[test_indices] = fold
-    return CrossValidation(videos=videos, scores=scores, folds=fold_of, best_epochs=best_epochs)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 import engine
-from engine.checkpoint import CheckpointError, ScorerCheckpoint, load_checkpoint
+from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
 from stream.alerts import AlertMonitor
 from stream.config import AppConfig
 from stream.pipeline import Pipeline
@@ -92,8 +92,9 @@ def load_components(config: AppConfig) -> PipelineComponents:
     """Load the scorer checkpoint, the encoder it was trained with, and the detector.
 
     Raises:
-        SetupError: the checkpoint is missing, unreadable or trained on other encoder weights,
-            or the encoder cannot be built; the message is one line for the user.
+        SetupError: the checkpoint is missing, unreadable, trained on other encoder weights or on
+            crops cut otherwise than ``config.crop`` (the message names both settings), or the
+            encoder cannot be built; the message is one line for the user.
     """
     if config.pipeline.torch_threads is not None:
         import torch
@@ -101,17 +102,12 @@ def load_components(config: AppConfig) -> PipelineComponents:
         torch.set_num_threads(config.pipeline.torch_threads)
     try:
         checkpoint = load_checkpoint(config.model.checkpoint)
+        checkpoint.check_crop(CropSettings(config.crop.mode, config.crop.margin, config.crop.size_px))
+        encoder = open_encoder(checkpoint, config.encoder)
     except CheckpointError as error:
         raise SetupError(str(error)) from error
-    try:
-        encoder = engine.encoder_from_config(config.encoder, checkpoint.encoder_overrides)
     except (engine.BackendUnavailableError, engine.WeightsError, ValueError) as error:
         raise SetupError(f"cannot build the face encoder: {error}") from error
-    try:
-        checkpoint.check_encoder(encoder.weights_id)
-    except CheckpointError as error:
-        encoder.close()
-        raise SetupError(str(error)) from error
     detector = FaceDetector(config.detector)
     logger.info(
         "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s",

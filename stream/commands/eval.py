@@ -39,10 +39,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint, open_encoder
+    from engine.config import EncoderConfig
     from stream.training.datasets import load_media_set
     from stream.training.evaluation import evaluate, plot_roc
-    from stream.training.extract import ExtractConfig, extract_media
+    from stream.training.extract import ExtractConfig, crop_config, extract_media
 
     checkpoint = load_checkpoint(args.checkpoint)
     items = load_media_set(args.manifest)
@@ -50,18 +51,19 @@ def run(args: argparse.Namespace) -> int:
         items = [item for item in items if item.split == args.split]
         if not items:
             raise SystemExit(f"no rows with set {args.split!r} in {args.manifest}")
-    import engine
-
-    encoder = engine.load_encoder(
-        weights=checkpoint.encoder_weights,
-        backend=args.backend,
-        state_overrides=checkpoint.encoder_overrides or None,
+    encoder = open_encoder(
+        checkpoint, EncoderConfig(weights=checkpoint.encoder_weights, backend=args.backend)
     )
+    # The videos are cropped as the model's training crops were (the default for old checkpoints).
+    extract_config = ExtractConfig(sample_rate_hz=checkpoint.sample_rate_hz)
+    if checkpoint.crop is not None:
+        extract_config = ExtractConfig(
+            sample_rate_hz=checkpoint.sample_rate_hz, crop=crop_config(checkpoint.crop)
+        )
     try:
-        checkpoint.check_encoder(encoder.weights_id)
         results = extract_media(
             items,
-            ExtractConfig(sample_rate_hz=checkpoint.sample_rate_hz),
+            extract_config,
             encoder=encoder,
             encoder_overrides=checkpoint.encoder_overrides,
             progress=not args.no_progress,

@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("source", help="manifest .csv, Celeb-DF v2 folder, or folder with real/ and fake/")
     parser.add_argument(
-        "--weights", default="casia-webface", help="encoder base weights (default casia-webface)"
+        "--weights",
+        default=None,
+        help="encoder base weights (default: the checkpoint's, else casia-webface)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -45,17 +47,25 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
+    import engine
     from stream.training.datasets import load_media_set
-    from stream.training.extract import ExtractConfig, describe, extract_media
-    from stream.training.model_io import open_encoder
+    from stream.training.extract import ExtractConfig, crop_config, describe, extract_media
 
     items = load_media_set(args.source)
+    checkpoint = engine.load_checkpoint(args.checkpoint) if args.checkpoint else None
     config = ExtractConfig(sample_rate_hz=args.sample_rate_hz, max_samples=args.max_samples)
-    encoder, overrides = (
-        (None, None) if args.no_encode else open_encoder(args.weights, args.checkpoint, args.backend)
-    )
+    if checkpoint is not None and checkpoint.crop is not None:
+        config = dataclasses.replace(config, crop=crop_config(checkpoint.crop))
+    encoder, overrides = None, None
+    if not args.no_encode and checkpoint is not None:
+        weights = args.weights or checkpoint.encoder_weights
+        encoder = engine.open_encoder(checkpoint, engine.EncoderConfig(weights=weights, backend=args.backend))
+        overrides = checkpoint.encoder_overrides
+    elif not args.no_encode:
+        encoder = engine.load_encoder(weights=args.weights or "casia-webface", backend=args.backend)
     try:
         results = extract_media(
             items,

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.training.recipe import TrainingOptions, train_detector
 
     torch.manual_seed(args.seed)
+    extract_config = ExtractConfig()
     try:
         head_params = json.loads(args.head_params)
     except json.JSONDecodeError as error:
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             cv_split=args.cv_split,
             threshold_fpr=args.threshold_fpr,
             max_crops=args.max_crops,
+            crop=extract_config.crop,
             seed=args.seed,
         )
     except ValueError as error:
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     results = extract_media(
         items,
-        ExtractConfig(),
+        extract_config,
         progress=progress,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )

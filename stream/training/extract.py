@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine.checkpoint import CropSettings
 from engine.scorer import SampleClock
 from stream.training.datasets import MediaItem
 from tracking.config import CropConfig, DetectorConfig, TrackerConfig
+from tracking.face_step import FaceStep
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +184,16 @@ class ExtractedVideo:
     embeddings: np.ndarray | None
 
 
+def crop_settings(crop: CropConfig) -> CropSettings:
+    """The checkpoint's record of ``crop`` (``engine`` keeps plain values, never a tracking type)."""
+    return CropSettings(mode=crop.mode, margin=crop.margin, size_px=crop.size_px)
+
+
+def crop_config(settings: CropSettings) -> CropConfig:
+    """The crop config that cuts crops as a checkpoint's training crops were cut."""
+    return CropConfig(mode=settings.mode, margin=settings.margin, size_px=settings.size_px)  # type: ignore[arg-type]
+
+
 def cache_root() -> Path:
     """``$DEEPWATCH_CACHE_DIR/extract`` or the user cache dir's ``extract`` folder."""
     override = os.environ.get("DEEPWATCH_CACHE_DIR")
@@ -211,6 +223,8 @@ def encoder_key(weights_id: str, overrides: dict[str, torch.Tensor] | None) -> s
 class FaceExtractor:
     """Turns one video into a ``FaceCache`` with the tracking stage (MTCNN, Kalman tracker, crops).
 
+    Detection and tracking go through ``tracking.FaceStep``, the live pipeline's per-frame step,
+    and the crops through ``tracking.crop_faces`` with the crop settings the checkpoint records.
     The tracker is updated on every sampled frame (``sample_rate_hz``), the detector runs on every
     ``detect_every_n_samples``-th of them, and a crop is kept for every track matched by the
     latest detection run.
@@ -237,7 +251,11 @@ class FaceExtractor:
             if not fps or not np.isfinite(fps) or fps <= 0 or fps > 1000:
                 logger.warning("%s reports %r fps; assuming 25", path, fps)
                 fps = 25.0
-            tracker = self._tracking.FaceTracker(self._tracker_config, source_id=str(path))
+            step = FaceStep(
+                self._detector,
+                self._tracking.FaceTracker(self._tracker_config, source_id=str(path)),
+                self.config.detect_every_n_samples,
+            )
             clock = SampleClock(self.config.sample_rate_hz)
             crops, times, ids, boxes, landmarks, crop_landmarks = [], [], [], [], [], []
             frame_size = (0, 0)
@@ -259,11 +277,10 @@ class FaceExtractor:
                 sampled += 1
                 image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 frame_size = (image.shape[1], image.shape[0])
-                detect = (sampled - 1) % self.config.detect_every_n_samples == 0
-                tracks = tracker.update(self._detector.detect(image) if detect else None, timestamp_s)
+                # The live per-frame step, fed the sampled frames only (MTCNN dominates the cost).
                 matched = [
                     track
-                    for track in tracks
+                    for track in step.track(image, timestamp_s).tracks
                     if track.frames_since_update < self.config.detect_every_n_samples
                 ]
                 if not matched:

@@ -51,8 +51,9 @@ from engine.training import (
     split_by_group,
     train_head,
 )
-from stream.training.extract import ExtractedVideo
+from stream.training.extract import ExtractedVideo, crop_settings
 from stream.training.pseudo_fakes import self_blend_clip
+from tracking.config import CropConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class TrainingOptions:
         threshold_fpr: false-positive rate (window level, real videos) the threshold targets.
         max_crops: samples of each video's primary track used (from its start).
         sample_rate_hz: the rate the clips were sampled at (recorded in the checkpoint).
+        crop: the crop settings the clips were extracted with (recorded in the checkpoint; the
+            live app refuses other crops).
         val_fraction: share of training groups held out for early stopping.
         seed: seeds everything.
     """
@@ -87,6 +90,7 @@ class TrainingOptions:
     threshold_fpr: float = 0.05
     max_crops: int = 32
     sample_rate_hz: float = 8.0
+    crop: CropConfig = field(default_factory=CropConfig)
     val_fraction: float = 0.25
     seed: int = 0
 
@@ -439,6 +443,7 @@ def train_on_clips(
         threshold_fpr=options.threshold_fpr,
         training_summary=summary,
         metrics={key: value for key, value in figures.items() if key != "scores"},
+        crop=crop_settings(options.crop),
     )
     return checkpoint, figures
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.checkpoint import CheckpointError, CropSettings, load_checkpoint
 from engine.metrics import roc_auc
 from stream.cli import main
 from tests.stream.face_videos import write_face_video
@@ -50,6 +50,7 @@ def test_train_is_deterministic_and_eval_reports(tiny_set: tuple[Path, Path], tm
     assert first.encoder_weights == "casia-webface" and first.encoder_weights_id.startswith("casia-webface@")
     assert first.encoder_overrides == {}
     assert first.window_size == 4 and first.training_summary["videos"] == 6
+    assert first.crop == CropSettings(mode="aligned", margin=0.25, size_px=160)
 
     report_path = tmp_path / "report" / "eval.json"
     argv = [
