@@ -32,7 +32,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache root (default: the user cache dir)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from stream.training.progress import add_progress_flags
+
+    add_progress_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.training.datasets import load_media_set
     from stream.training.evaluation import evaluate, plot_roc
     from stream.training.extract import ExtractConfig, crop_config, extract_media
+    from stream.training.progress import show_progress
 
     checkpoint = load_checkpoint(args.checkpoint)
     items = load_media_set(args.manifest)
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             extract_config,
             encoder=encoder,
             encoder_overrides=checkpoint.encoder_overrides,
-            progress=not args.no_progress,
+            progress=show_progress(args),
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         )
     finally:

@@ -43,6 +43,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--cache-dir", default=None, help="cache root (default: the user cache dir)")
     parser.add_argument("--summary", default=None, help="write a JSON summary here")
+    from stream.training.progress import add_progress_flags
+
+    add_progress_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import engine
     from stream.training.datasets import load_media_set
     from stream.training.extract import ExtractConfig, crop_config, describe, extract_media
+    from stream.training.progress import show_progress
 
     items = load_media_set(args.source)
     checkpoint = engine.load_checkpoint(args.checkpoint) if args.checkpoint else None
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             config,
             encoder=encoder,
             encoder_overrides=overrides,
+            progress=show_progress(args),
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         )
     finally:

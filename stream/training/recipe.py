@@ -39,6 +39,7 @@ from engine.finetune import (
 )
 from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc, threshold_at_fpr
+from engine.snapshots import Snapshots
 from engine.training import (
     HeadTrainingConfig,
     TrainedHead,
@@ -149,9 +150,10 @@ def build_clips(
     train_from: str,
     options: TrainingOptions,
     progress: bool = True,
+    device: torch.device | None = None,
 ) -> list[Clip]:
     """Lower feature maps of every video's primary clip (and its pseudo-fake, for real videos)."""
-    model = build_model(base_state)
+    model = build_model(base_state).to(device or torch.device("cpu"))
     clips = []
     usable = [result for result in results if not result.faces.empty]
     for result in tqdm(usable, desc="encoder features", unit="video", disable=not progress):
@@ -218,8 +220,15 @@ def fit_model(
     seed: int,
     heads: dict[str, HeadTrainingConfig],
     progress: bool = False,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
+    snapshot_prefix: str = "",
 ) -> tuple[FoldModel, InceptionResnetV1]:
-    """Fine-tune (optional), then train each head on ``train_clips``; early stopping on a group split."""
+    """Fine-tune (optional), then train each head on ``train_clips``; early stopping on a group split.
+
+    With ``snapshots`` every training loop saves its state per epoch under ``snapshot_prefix``
+    and continues from a saved one (``deepwatch train --resume``).
+    """
     seed_everything(seed)
     model = build_model(base_state)
     real_clips = [clip for clip in train_clips if not clip.pseudo_fake_of]
@@ -252,6 +261,9 @@ def fit_model(
             ~in_val[keep],
             options.finetune,
             progress=progress,
+            snapshots=snapshots,
+            snapshot_name=f"{snapshot_prefix}finetune",
+            device=device,
         )
         overrides, finetune_val_auc = result.overrides, result.val_auc
     sequences = _sequences(model, train_clips, train_from)
@@ -262,7 +274,15 @@ def fit_model(
         if s.group in val_groups and not clip.pseudo_fake_of
     ]
     trained = {
-        name: train_head(fit_sequences, val_sequences, config, progress=progress)
+        name: train_head(
+            fit_sequences,
+            val_sequences,
+            config,
+            progress=progress,
+            snapshots=snapshots,
+            snapshot_name=f"{snapshot_prefix}head-{name}",
+            device=device,
+        )
         for name, config in heads.items()
     }
     return FoldModel(overrides, trained, finetune_val_auc), model
@@ -275,6 +295,8 @@ def cross_validate_detector(
     options: TrainingOptions,
     extra_heads: dict[str, HeadTrainingConfig] | None = None,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Group-held-out CV of the whole recipe (fine-tuning included); returns figures and scores.
 
@@ -300,7 +322,15 @@ def cross_validate_detector(
         held_out_groups = {evaluated[i].group for i in test_indices}
         train_clips = [clip for clip in clips if clip.group not in held_out_groups]
         fold_model, model = fit_model(
-            train_clips, base_state, train_from, options, options.seed + fold, heads
+            train_clips,
+            base_state,
+            train_from,
+            options,
+            options.seed + fold,
+            heads,
+            snapshots=snapshots,
+            snapshot_prefix=f"cv{fold}-",
+            device=device,
         )
         test_clips = [evaluated[i] for i in test_indices]
         test_sequences = _sequences(model, test_clips, train_from)
@@ -368,11 +398,18 @@ def train_detector(
     base_weights_id: str,
     options: TrainingOptions,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
-    """Cross-validate (if asked), then train the final model on everything; returns it and the figures."""
+    """Cross-validate (if asked), then train the final model on everything; returns it and the figures.
+
+    ``snapshots`` makes every training loop resumable (see ``fit_model``).
+    """
     train_from = feature_split(options)
-    clips = build_clips(results, base_state, train_from, options, progress=progress)
-    return train_on_clips(clips, base_state, base_weights, base_weights_id, options, progress)
+    clips = build_clips(results, base_state, train_from, options, progress=progress, device=device)
+    return train_on_clips(
+        clips, base_state, base_weights, base_weights_id, options, progress, snapshots, device
+    )
 
 
 def train_on_clips(
@@ -382,6 +419,8 @@ def train_on_clips(
     base_weights_id: str,
     options: TrainingOptions,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
     """``train_detector`` on clips already built (their features must match the options' split)."""
     train_from = feature_split(options)
@@ -389,14 +428,25 @@ def train_on_clips(
         raise ValueError("no video with a face to train on")
     figures: dict[str, Any] = {}
     if options.cv_folds:
-        figures = cross_validate_detector(clips, base_state, train_from, options, progress=progress)
+        figures = cross_validate_detector(
+            clips, base_state, train_from, options, progress=progress, snapshots=snapshots, device=device
+        )
         logger.info(
             "cross-validated video AUC %.3f, per method %s",
             figures["video_auc"],
             {k: round(v, 3) for k, v in figures["video_auc_per_method"].items()},
         )
     final_model, model = fit_model(
-        clips, base_state, train_from, options, options.seed, {"main": options.head}, progress=progress
+        clips,
+        base_state,
+        train_from,
+        options,
+        options.seed,
+        {"main": options.head},
+        progress=progress,
+        snapshots=snapshots,
+        snapshot_prefix="final-",
+        device=device,
     )
     final_head = final_model.heads["main"].head
     if "threshold" in figures:

@@ -145,3 +145,25 @@ def test_bad_training_flags_exit_with_the_reason(tmp_path: Path, flags: list[str
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m.pt"), *flags])
     assert message in str(exit_info.value.code)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_train_on_cuda_without_a_gpu_exits_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m.pt"), "--device", "cuda"])
+    assert "device 'cuda' asked for, but torch sees no CUDA GPU here" in str(exit_info.value.code)
+
+
+def test_resume_refuses_another_configuration_naming_the_difference(tmp_path: Path) -> None:
+    out = str(tmp_path / "m.pt")
+    with pytest.raises(SystemExit, match=r"nothing to resume: no run in .*m\.run"):
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--resume"])
+    # A run that stopped (here: at reading its manifest) leaves its run folder and configuration.
+    with pytest.raises(ValueError, match="expected a manifest"):
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "16"])
+    assert (tmp_path / "m.run" / "config.json").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "8", "--resume"])
+    assert "options.head.window_size: 16 (run) vs 8 (now)" in str(exit_info.value.code)
+    with pytest.raises(ValueError, match="expected a manifest"):
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "16", "--resume"])
