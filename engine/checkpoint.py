@@ -10,7 +10,9 @@ were cut with (``crop``): the live app refuses a config whose crops differ.
 ``open_encoder`` is the one way to open the encoder a checkpoint scores (the live app, extraction
 and evaluation all use it).
 
-Format versions: 2 adds ``crop``; version-1 files still load, with ``crop`` None (not recorded).
+Format versions: 2 adds ``crop`` and ``calibration`` (thresholds from real faces at 1 % and 5 %
+false alarms with the validated AUC, ``engine.calibration``); version-1 files still load, with
+both None (not recorded).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from engine.calibration import Calibration
 from engine.config import EncoderConfig
 from engine.heads import HEADS, build_head
 from engine.scorer import SequenceScorer
@@ -96,6 +99,8 @@ class ScorerCheckpoint:
         training_summary: what the model was trained on (counts, sources, methods, groups).
         metrics: validation figures measured when the checkpoint was made.
         crop: the crop settings of the training crops; None when not recorded (format 1 files).
+        calibration: thresholds from held-out real faces and the validated AUC; None when the
+            model was not calibrated (then ``threshold`` is the only decision threshold).
         path: where it was loaded from (None when built in memory).
     """
 
@@ -112,6 +117,7 @@ class ScorerCheckpoint:
     training_summary: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     crop: CropSettings | None = None
+    calibration: Calibration | None = None
     path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -191,6 +197,10 @@ class ScorerCheckpoint:
                 "or use a checkpoint trained on these crops"
             )
 
+    def with_calibration(self, calibration: Calibration) -> ScorerCheckpoint:
+        """A copy calibrated on real faces; its ``threshold`` becomes the 5 % per-track one."""
+        return replace(self, calibration=calibration, threshold=calibration.track[0.05], threshold_fpr=0.05)
+
     def with_threshold(self, threshold: float, threshold_fpr: float) -> ScorerCheckpoint:
         """A copy with another calibrated threshold."""
         return replace(self, threshold=threshold, threshold_fpr=threshold_fpr)
@@ -217,6 +227,7 @@ class ScorerCheckpoint:
             "training_summary": self.training_summary,
             "metrics": self.metrics,
             "crop": None if self.crop is None else asdict(self.crop),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -273,6 +284,7 @@ def load_checkpoint(
             training_summary=dict(raw.get("training_summary", {})),
             metrics=dict(raw.get("metrics", {})),
             crop=_crop_settings(raw, file),
+            calibration=_calibration(raw, file),
             path=file,
         )
     except KeyError as error:
@@ -295,6 +307,17 @@ def _crop_settings(raw: dict[str, Any], file: Path) -> CropSettings | None:
     except (KeyError, TypeError) as error:
         raise CheckpointError(
             f"checkpoint {file}: crop must hold mode, margin and size_px, got {crop!r}"
+        ) from error
+
+
+def _calibration(raw: dict[str, Any], file: Path) -> Calibration | None:
+    if raw["format_version"] < 2 or raw["calibration"] is None:
+        return None
+    try:
+        return Calibration.from_dict(raw["calibration"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {file}: unreadable calibration {raw['calibration']!r}: {error}"
         ) from error
 
 

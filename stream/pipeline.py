@@ -93,6 +93,8 @@ class Pipeline:
             ``TrackerConfig.detect_every_n_frames``); the tracker predicts on the frames between.
         config: scheduling and reporting settings.
         threshold: the decision threshold used when ``config.threshold`` is None (the model's).
+        real_threshold: with ``threshold``, the model's calibrated REAL bound (``VerdictRule``);
+            None for the uncalibrated rule. Unused when ``config.threshold`` is set.
         alerts: the alert rule; None for no alert events.
     """
 
@@ -108,6 +110,7 @@ class Pipeline:
         config: PipelineConfig | None = None,
         threshold: float = 0.5,
         alerts: AlertMonitor | None = None,
+        real_threshold: float | None = None,
     ) -> None:
         if detect_every_n_frames < 1:
             raise ValueError(f"detect_every_n_frames must be >= 1, got {detect_every_n_frames}")
@@ -118,8 +121,10 @@ class Pipeline:
         self._crop = crop
         self._encoder = encoder
         self._scorer_factory = scorer_factory
-        decision = self.config.threshold if self.config.threshold is not None else threshold
-        self.verdicts = VerdictRule(decision, self.config.uncertain_margin)
+        if self.config.threshold is not None:
+            self.verdicts = VerdictRule(self.config.threshold, self.config.uncertain_margin)
+        else:
+            self.verdicts = VerdictRule(threshold, self.config.uncertain_margin, real_threshold)
         self._alerts = alerts
         self._sources: dict[str, _SourceState] = {}
         self._records: dict[tuple[str, int], TrackRecord] = {}

@@ -36,6 +36,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-encode", action="store_true", help="only detect, track and crop")
     parser.add_argument(
+        "--images", action="store_true", help="also extract image rows (one sample per face in a photo)"
+    )
+    parser.add_argument(
         "--sample-rate-hz", type=float, default=8.0, help="face samples per second (default 8)"
     )
     parser.add_argument(
@@ -58,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from stream.training.extract import ExtractConfig, crop_config, describe, extract_media
     from stream.training.progress import show_progress
 
-    items = load_media_set(args.source)
+    try:
+        items = load_media_set(args.source)
+    except ValueError as error:
+        raise SystemExit(f"deepwatch extract: {error}") from error
     checkpoint = engine.load_checkpoint(args.checkpoint) if args.checkpoint else None
     config = ExtractConfig(sample_rate_hz=args.sample_rate_hz, max_samples=args.max_samples)
     if checkpoint is not None and checkpoint.crop is not None:
@@ -78,12 +84,13 @@ def run(args: argparse.Namespace) -> int:
             encoder_overrides=overrides,
             progress=show_progress(args),
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            include_images=args.images,
         )
     finally:
         if encoder is not None:
             encoder.close()
     summary = describe(results)
-    summary["skipped_unreadable"] = sum(item.kind == "video" for item in items) - len(results)
+    summary["unreadable_files"] = [result.item.name for result in results if result.unreadable]
     logger.info("extract: %s", summary)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))

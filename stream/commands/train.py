@@ -156,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
         run_folder = RunFolder(Path(args.out).with_suffix(".run"), run_config, resume=args.resume)
     except ResumeError as error:
         raise SystemExit(f"deepwatch train: {error}") from error
-    items = load_media_set(args.source)
+    try:
+        items = load_media_set(args.source)
+    except ValueError as error:
+        raise SystemExit(f"deepwatch train: {error}") from error
     progress = show_progress(args)
     results = extract_media(
         items,

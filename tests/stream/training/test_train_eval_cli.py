@@ -74,6 +74,29 @@ def test_train_is_deterministic_and_eval_reports(tiny_set: tuple[Path, Path], tm
     assert report["window"]["n"] >= 6 and "eer" in report["window"]
     png = report_path.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    reliability = report_path.with_name("eval.reliability.png")
+    assert report["reliability_png"] == str(reliability)
+    assert reliability.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["calibration"] is None  # trained without cross-validation: not calibrated
+
+    # Calibrate on the set's 3 real videos, then evaluate the calibrated copy.
+    calibrated_path = tmp_path / "calibrated.pt"
+    calibrate_argv = [*argv, "--calibrate", str(calibrated_path)]
+    assert main([*calibrate_argv, "--cache-dir", str(cache), "--backend", "torch", "--no-progress"]) == 0
+    calibrated = load_checkpoint(calibrated_path)
+    calibration = calibrated.calibration
+    assert calibration is not None and calibration.real_tracks == 3
+    assert calibration.auc == pytest.approx(report["video_auc"])
+    assert str(manifest) in calibration.auc_protocol
+    # Fewer than 20 real windows: k = 0, every threshold is the highest real window score.
+    assert calibration.real_windows < 20
+    assert len({*calibration.window.values(), *calibration.track.values()}) == 1
+    assert calibrated.threshold == calibration.track[0.05]
+    argv[argv.index(str(tmp_path / "a.pt"))] = str(calibrated_path)
+    assert main([*argv, "--cache-dir", str(cache), "--backend", "torch", "--no-progress"]) == 0
+    at_five = json.loads(report_path.read_text())["calibration"]["0.05"]
+    assert at_five["real_tracks"] == 3 and at_five["real_tracks_past"] == 0
+    assert at_five["real_window_false_alarm_rate"] == 0.0
 
 
 def test_finetuned_checkpoint_stores_only_the_changed_layers(
@@ -159,11 +182,27 @@ def test_resume_refuses_another_configuration_naming_the_difference(tmp_path: Pa
     with pytest.raises(SystemExit, match=r"nothing to resume: no run in .*m\.run"):
         main(["train", str(tmp_path / "missing.csv"), "--out", out, "--resume"])
     # A run that stopped (here: at reading its manifest) leaves its run folder and configuration.
-    with pytest.raises(ValueError, match="expected a manifest"):
+    with pytest.raises(SystemExit, match="deepwatch train: expected a manifest"):
         main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "16"])
     assert (tmp_path / "m.run" / "config.json").is_file()
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "8", "--resume"])
     assert "options.head.window_size: 16 (run) vs 8 (now)" in str(exit_info.value.code)
-    with pytest.raises(ValueError, match="expected a manifest"):
+    with pytest.raises(SystemExit, match="deepwatch train: expected a manifest"):
         main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "16", "--resume"])
+
+
+def test_cross_validated_training_stores_a_calibration(tiny_set: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, cache = tiny_set
+    out = tmp_path / "cv.pt"
+    report = tmp_path / "cv.json"
+    argv = ["train", str(manifest), "--out", str(out), "--cv-folds", "3", "--cache-dir", str(cache)]
+    assert main([*argv, "--report", str(report), *TINY, *SMALL_HEAD]) == 0
+    checkpoint = load_checkpoint(out)
+    figures = json.loads(report.read_text())
+    calibration = checkpoint.calibration
+    assert calibration is not None
+    assert calibration.real_tracks == 3 and calibration.auc == pytest.approx(figures["video_auc"])
+    assert calibration.auc_protocol.startswith("group 3-fold cross-validation of the training set")
+    assert checkpoint.threshold == calibration.track[0.05]
+    assert figures["calibration"]["track"]["0.05"] == calibration.track[0.05]
