@@ -36,6 +36,11 @@ def register(subparsers: Any) -> None:
         help="write a copy of the checkpoint calibrated on this set's real videos (thresholds at 1 %% "
         "and 5 %% false alarms per window and per track) with this set's video AUC",
     )
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="also score image rows (a photo's face is a one-sample track; by default videos only)",
+    )
     parser.add_argument("--split", default="", help="only rows whose manifest 'set' is this (e.g. dev)")
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache root (default: the user cache dir)"
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             encoder_overrides=checkpoint.encoder_overrides,
             progress=show_progress(args),
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            include_images=args.images,
         )
     finally:
         encoder.close()

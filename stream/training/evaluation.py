@@ -183,13 +183,21 @@ def plot_reliability(
     if not drawn:
         pyplot.close(figure)
         return None
-    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
-    axes.set_xlabel(f"mean p_fake in the bin ({bins} equal bins)")
-    axes.set_ylabel("fraction fake")
+    axis_labels = (f"mean p_fake in the bin ({bins} equal bins)", "fraction fake")
+    return _finish(pyplot, figure, axes, path, axis_labels, title, "upper left")
+
+
+def _finish(
+    pyplot: Any, figure: Any, axes: Any, path: Path, labels: tuple[str, str], title: str, legend: str
+) -> Path:
+    """Diagonal, axis labels, title and legend; write the PNG and close the figure."""
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel(labels[0])
+    axes.set_ylabel(labels[1])
     axes.set_title(title)
-    axes.legend(loc="upper left", fontsize=8)
+    axes.legend(loc=legend, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
@@ -215,12 +223,5 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
         pyplot.close(figure)
         logger.warning("no ROC curve drawn: the evaluated videos hold only one class")
         return None
-    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    axes.set_xlabel("false-positive rate (real flagged fake)")
-    axes.set_ylabel("true-positive rate (fake caught)")
-    axes.set_title(title)
-    axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return path
+    axis_labels = ("false-positive rate (real flagged fake)", "true-positive rate (fake caught)")
+    return _finish(pyplot, figure, axes, path, axis_labels, title, "lower right")
