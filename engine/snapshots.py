@@ -62,11 +62,12 @@ class RunFolder:
         config: the run's configuration (JSON-able); what must not change between a run and
             its resumption.
         resume: continue the run in ``path``; the folder must exist with the same
-            configuration. Without it, an existing folder is cleared and the run starts over.
+            configuration. Without it, an existing run folder is cleared and the run starts over.
 
     Raises:
         ResumeError: ``resume`` without a run in ``path``, or with another configuration (the
-            message lists each differing key with both values).
+            message lists each differing key with both values); ``path`` exists but is not a
+            run folder (it is never deleted).
     """
 
     def __init__(self, path: str | Path, config: dict[str, Any], resume: bool) -> None:
@@ -86,6 +87,11 @@ class RunFolder:
             logger.info("resuming the run in %s (%d snapshots)", self.path, len(list(self.path.glob("*.pt"))))
         else:
             if self.path.exists():
+                if not config_file.is_file():
+                    # Never delete what is not a run folder.
+                    raise ResumeError(
+                        f"{self.path} exists and is not a run folder (no {CONFIG_FILE}); move it away"
+                    )
                 logger.info("starting over: clearing the previous run in %s", self.path)
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True)

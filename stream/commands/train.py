@@ -153,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
         "options": asdict(options),
     }
     try:
-        run_folder = RunFolder(Path(args.out).with_suffix(".run"), run_config, resume=args.resume)
+        run_path = Path(args.out).with_suffix(".run")
+        if run_path == Path(args.out):
+            run_path = run_path.with_name(run_path.name + ".run")
+        run_folder = RunFolder(run_path, run_config, resume=args.resume)
     except ResumeError as error:
         raise SystemExit(f"deepwatch train: {error}") from error
     try:

@@ -87,6 +87,11 @@ def test_starting_over_clears_the_previous_run(tmp_path: Path) -> None:
     assert fresh.load("head") is None
     with pytest.raises(ValueError, match="plain file name"):
         fresh.save("../escape", {})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ResumeError, match="is not a run folder"):
+        RunFolder(tmp_path / "mine", {"seed": 0}, resume=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
 def test_config_differences_lists_every_leaf() -> None:
