@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from stream.pseudo_fakes import BlendParameters, landmark_mask, sample_parameters, self_blend
+from stream.training.pseudo_fakes import BlendParameters, landmark_mask, sample_parameters, self_blend
 from tracking.crops import landmark_template, similarity_transform
 
 # The face template a swapper renders into: landmarks placed as in a crop with this margin.

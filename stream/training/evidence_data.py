@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from stream.datasets import MediaItem
-from stream.extract import FaceCache
+from stream.training.datasets import MediaItem
+from stream.training.extract import FaceCache
 from stream.training import blends
 from tracking.config import CropConfig, DetectorConfig
 from tracking.crops import aligned_transform, warp_crop
