@@ -28,7 +28,8 @@ import torch
 
 from engine.calibration import Calibration
 from engine.config import EncoderConfig
-from engine.heads import HEADS, build_head
+from engine.evidence import FEATURES, EvidenceEncoder
+from engine.heads import HEADS, build_head, head_features
 from engine.scorer import SequenceScorer
 from engine.scorer_config import ScorerConfig
 
@@ -324,7 +325,9 @@ def _calibration(raw: dict[str, Any], file: Path) -> Calibration | None:
 def open_encoder(checkpoint: ScorerCheckpoint, config: EncoderConfig | None = None) -> FaceEncoder:
     """The encoder ``checkpoint`` scores: its base weights plus its fine-tuned layers.
 
-    The one place that opens a checkpoint's encoder (live app, extraction, evaluation).
+    The one place that opens a checkpoint's encoder (live app, extraction, evaluation). For a
+    head that reads identity evidence it is wrapped in ``engine.evidence.EvidenceEncoder``, so
+    every caller gets the features the head was trained on (inner and outer embeddings).
     ``config`` chooses backend, device, precision and batch sizes; its ``weights`` must be the
     checkpoint's base weights (default: ``EncoderConfig`` with the checkpoint's weights).
 
@@ -342,4 +345,6 @@ def open_encoder(checkpoint: ScorerCheckpoint, config: EncoderConfig | None = No
     except CheckpointError:
         encoder.close()
         raise
+    if head_features(checkpoint.head_type) == FEATURES:
+        return EvidenceEncoder(encoder)
     return encoder

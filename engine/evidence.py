@@ -15,13 +15,17 @@ template, 160 px, margin 0.25), which the scorer checkpoint records and the app 
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from engine.encoder import FaceEncoder
+if TYPE_CHECKING:
+    from engine.encoder import FaceEncoder
 
 EMBEDDING_DIM = 512
+# What ``EvidenceEncoder`` produces, as heads name it (``engine.heads.head_features``).
+FEATURES = "inner_outer"
 CROP_SIZE_PX = 160
 
 # The inner face in a 160 px aligned crop with margin 0.25: from above the brows to below the
@@ -91,8 +95,8 @@ class EvidenceEncoder:
     """Wraps a ``FaceEncoder``: crops in, [inner embedding | outer embedding] per crop out.
 
     Both parts of all crops go through the wrapped encoder in one batch (2N crops), so the
-    backend sees one call per pipeline batch as before. ``weights_id`` and ``backend_name`` are the
-    wrapped encoder's; closing this closes it.
+    backend sees one call per pipeline batch as before. ``backend_name`` is the wrapped encoder's,
+    ``weights_id`` its id with ``+inner_outer``; closing this closes it.
     """
 
     output_dim = 2 * EMBEDDING_DIM
@@ -100,7 +104,9 @@ class EvidenceEncoder:
     def __init__(self, encoder: FaceEncoder) -> None:
         self.encoder = encoder
         self.backend_name = encoder.backend_name
-        self.weights_id = encoder.weights_id
+        # A suffix after "+" keeps the base weights comparable (``ScorerCheckpoint.check_encoder``)
+        # and gives caches of these features their own key.
+        self.weights_id = f"{encoder.weights_id}+{FEATURES}"
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         """N x 160 x 160 x 3 uint8 aligned crops -> N x 1024 float32 (inner, outer)."""

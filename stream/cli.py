@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Each name is a module in stream.commands with register(subparsers).
-COMMANDS = ("weights", "selfcheck", "run", "serve", "extract", "train", "eval")
+COMMANDS = ("weights", "selfcheck", "run", "serve", "extract", "train", "train-identity", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"stream.commands.{name}").register(subparsers)
+        importlib.import_module(f"stream.commands.{name.replace('-', '_')}").register(subparsers)
     return parser
 
 

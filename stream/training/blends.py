@@ -238,7 +238,7 @@ def sample_self_blend_parameters(rng: np.random.Generator, landmarks_5x2: np.nda
 def self_blend_frame(
     image: np.ndarray, landmarks_5x2: np.ndarray, parameters: BlendParameters
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A self-blended frame and its mask (see ``stream.pseudo_fakes``), on the full frame."""
+    """A self-blended frame and its mask (see ``stream.training.pseudo_fakes``), on the full frame."""
     _check_frame(image, "image")
     landmarks = _check_landmarks(landmarks_5x2, "landmarks")
     mask = landmark_mask(landmarks, image.shape[:2], parameters)

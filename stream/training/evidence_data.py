@@ -6,7 +6,7 @@
   its own draw of compression.
 - ``clip_evidence``: real videos -> per clip, the real track and pseudo-fakes of it (cross-person
   swaps and a self-blend, one parameter set per clip), each compressed as one H.264 clip. Faces
-  come from the live per-frame step (``stream.extract``: detect -> track -> aligned crop).
+  come from the live per-frame step (``stream.training.extract``: detect -> track -> aligned crop).
 
 Photos are processed in chunks cached under ``cache_dir`` (keyed by the settings), so a long run
 resumes where it stopped. Unreadable images and photos without a usable face are skipped and
@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from stream.training import blends
 from stream.training.datasets import MediaItem
 from stream.training.extract import FaceCache
-from stream.training import blends
 from tracking.config import CropConfig, DetectorConfig
 from tracking.crops import aligned_transform, warp_crop
 
@@ -334,7 +334,7 @@ def clip_evidence(
 ) -> ClipEvidence:
     """Evidence sequences of real clips and their pseudo-fakes.
 
-    ``videos`` pairs each real clip with its extraction cache (``stream.extract``); its primary
+    ``videos`` pairs each real clip with its extraction cache (``stream.training.extract``); its primary
     track is used, every ``every_nth_sample``-th sample (extraction samples at 8 Hz, so 2 gives
     4 Hz). ``sources`` are (photo, landmarks) of other people to swap in.
     """
@@ -364,3 +364,36 @@ def clip_evidence(
             names.append(f"{item.name}#{name}")
             groups.append(item.group)
     return ClipEvidence(features, np.asarray(labels, np.int64), names, groups)
+
+
+def source_faces(
+    items: Sequence[MediaItem],
+    count: int,
+    seed: int = 0,
+    detector_factory: Callable[[], FaceFinder] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``count`` (photo, landmarks) of different people, to swap into clips.
+
+    Photos from ``PhotoSettings.tight_crop_sources`` are skipped: a swap needs the whole face.
+    """
+    settings = PhotoSettings()
+    photos = [
+        item
+        for item in items
+        if item.kind == "image" and item.label == 0 and item.source not in settings.tight_crop_sources
+    ]
+    detector = detector_factory() if detector_factory else _default_detector()
+    faces: list[tuple[np.ndarray, np.ndarray]] = []
+    seen: set[str] = set()
+    for index in np.random.default_rng(seed).permutation(len(photos)):
+        item = photos[int(index)]
+        if item.group in seen:
+            continue
+        image = _read_photo(item, settings)
+        marks = None if image is None else _largest_face(detector, image)
+        if image is not None and marks is not None:
+            faces.append((image, marks))
+            seen.add(item.group)
+        if len(faces) >= count:
+            break
+    return faces

@@ -35,7 +35,9 @@ class ProjectionTraining:
         batch_size: real photos per step (as many blends join them).
         learning_rate: Adam learning rate.
         weight_decay: Adam weight decay.
-        contrastive_weight: weight of the contrastive loss beside the binary one.
+        contrastive_weight: weight of the contrastive loss.
+        binary_weight: weight of the binary loss on reals versus blends (0: the projections
+            learn from real photos alone; the frame logit keeps its initial weights).
         temperature: softmax temperature of the contrastive loss.
         seed: seed of the batches and the initial weights.
     """
@@ -44,7 +46,8 @@ class ProjectionTraining:
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    contrastive_weight: float = 0.5
+    contrastive_weight: float = 1.0
+    binary_weight: float = 1.0
     temperature: float = 0.1
     seed: int = 0
 
@@ -93,7 +96,7 @@ def fit_projections(
         fake_batch = fake_t[torch.randint(len(fake_t), (settings.batch_size,), generator=generator)]
         logits = head.frame_logits(torch.cat([real_batch, fake_batch]))
         labels = torch.cat([torch.zeros(settings.batch_size), torch.ones(settings.batch_size)])
-        loss = binary(logits, labels)
+        loss = settings.binary_weight * binary(logits, labels)
         if settings.contrastive_weight > 0:
             inner, outer = head.projected(real_batch)
             similarity = inner @ outer.T / settings.temperature
@@ -106,7 +109,7 @@ def fit_projections(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     head.eval()
     return losses
 
@@ -176,6 +179,6 @@ def fit_sequence(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     head.eval()
     return losses
