@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 encoder,
                 seed=args.seed,
                 progress=progress,
+                cache_dir=cache / "identity" / "clips",
             )
         weights_id = base.weights_id
     if len(set(clip_set.groups)) < 2 and "sequence" in stages:

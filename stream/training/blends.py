@@ -280,9 +280,10 @@ def compress_frames(frames: list[np.ndarray], compression: Compression) -> list[
                 cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_JPEG_QUALITY, compression.quality],
             )
-            if not ok:
-                raise ValueError(f"JPEG encoding failed for a {frame.shape} frame")
-            out.append(cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+            if decoded is None:
+                raise ValueError(f"JPEG round trip failed for a {frame.shape} frame")
+            out.append(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))
         return out
     if compression.codec == "h264":
         return _h264_round_trip(frames, compression.crf)
@@ -306,7 +307,10 @@ def _h264_round_trip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
                 raise ValueError(
                     f"frames of one clip must share a size, got {frame.shape} after {height}x{width}"
                 )
-            even = cv2.copyMakeBorder(frame, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_REPLICATE)
+            even = np.ascontiguousarray(
+                cv2.copyMakeBorder(frame, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_REPLICATE),
+                dtype=np.uint8,
+            )
             for packet in stream.encode(av.VideoFrame.from_ndarray(even, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -314,8 +318,8 @@ def _h264_round_trip(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
     buffer.seek(0)
     decoded = []
     with av.open(buffer, mode="r") as container:
-        for frame in container.decode(video=0):
-            decoded.append(frame.to_ndarray(format="rgb24")[:height, :width])
+        for picture in container.decode(video=0):
+            decoded.append(picture.to_ndarray(format="rgb24")[:height, :width])
     if len(decoded) != len(frames):
         raise ValueError(f"H.264 round trip returned {len(decoded)} frames for {len(frames)}")
     return decoded

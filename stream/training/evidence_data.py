@@ -178,7 +178,8 @@ def photo_evidence(
             made = _make_chunk([photos[i] for i in chunk], detector, encoder, pool, chunk_rng, settings)
             cached, counts = made
             temporary = path.with_name(path.stem + ".partial.npz")
-            np.savez(temporary, **cached, report=json.dumps(counts))
+            arrays: dict[str, Any] = {**cached, "report": np.asarray(json.dumps(counts))}
+            np.savez(temporary, **arrays)
             os.replace(temporary, path)
         for name in ("unreadable", "no_face", "used"):
             report[name] += int(counts[name])
@@ -331,12 +332,15 @@ def clip_evidence(
     every_nth_sample: int = 2,
     seed: int = 0,
     progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> ClipEvidence:
     """Evidence sequences of real clips and their pseudo-fakes.
 
     ``videos`` pairs each real clip with its extraction cache (``stream.training.extract``); its primary
     track is used, every ``every_nth_sample``-th sample (extraction samples at 8 Hz, so 2 gives
-    4 Hz). ``sources`` are (photo, landmarks) of other people to swap in.
+    4 Hz). ``sources`` are (photo, landmarks) of other people to swap in. With ``cache_dir``
+    each clip's features are kept there (keyed by clip, seed, sources and encoder), so a rerun
+    only encodes what is new.
     """
     if not sources:
         raise ValueError("clip pseudo-fakes need at least one source face")
@@ -355,11 +359,28 @@ def clip_evidence(
             logger.warning("%s: frames could not be decoded again; skipped", item.name)
             continue
         rng = np.random.default_rng([seed, number])
-        crops = clip_versions(
-            [frames[position] for position in kept], faces.landmarks_5x2[indices[kept]], sources, rng
-        )
-        for name, version in crops.items():
-            features.append(np.asarray(encoder.encode(version), np.float32))
+        key = hashlib.sha1(
+            json.dumps(
+                [CHUNK_FORMAT, item.name, seed, number, every_nth_sample, encoder.weights_id, len(sources)]
+            ).encode()
+        ).hexdigest()[:16]
+        cached_path = None if cache_dir is None else cache_dir / f"clip-{key}.npz"
+        if cached_path is not None and cached_path.is_file():
+            versions = dict(np.load(cached_path))
+        else:
+            crops = clip_versions(
+                [frames[position] for position in kept], faces.landmarks_5x2[indices[kept]], sources, rng
+            )
+            versions = {
+                name: np.asarray(encoder.encode(version), np.float32) for name, version in crops.items()
+            }
+            if cached_path is not None:
+                cached_path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = cached_path.with_name(cached_path.stem + ".partial.npz")
+                np.savez(temporary, **versions)
+                os.replace(temporary, cached_path)
+        for name, version in versions.items():
+            features.append(version)
             labels.append(0 if name == "real" else 1)
             names.append(f"{item.name}#{name}")
             groups.append(item.group)
