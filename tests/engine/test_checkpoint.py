@@ -139,13 +139,21 @@ def test_shipped_default_checkpoint() -> None:
     assert path.is_file(), f"the shipped model is missing: {path}"
     checkpoint = load_checkpoint()
     assert checkpoint.encoder_weights == "casia-webface"
-    assert 0.0 < checkpoint.threshold < 1.0
-    assert checkpoint.training_summary["videos"] > 50
-    # Only changed encoder layers are stored: the file stays small.
-    assert path.stat().st_size < 20e6
+    assert checkpoint.head_type == "identity" and checkpoint.window_size == 8
+    assert checkpoint.crop is not None and checkpoint.crop.size_px == 160
+    # Calibrated on real faces only, with the validated figure and where it came from.
+    calibration = checkpoint.calibration
+    assert calibration is not None and calibration.real_tracks > 300
+    assert 0.5 < calibration.auc < 1.0 and "dev videos" in calibration.auc_protocol
+    assert checkpoint.threshold == calibration.track[0.05]
+    assert checkpoint.training_summary["photos"]["used"] > 1000
+    assert path.stat().st_size < 5e6
+    # Inner and outer face of one person read real; of two people, fake.
     scorer = checkpoint.build_scorer()
     rng = np.random.default_rng(0)
-    window = rng.normal(size=(checkpoint.window_size, 512)).astype(np.float32)
-    window /= np.linalg.norm(window, axis=1, keepdims=True)
-    probability = scorer.score_window(window)
-    assert 0.0 <= probability <= 1.0
+    person = rng.normal(size=(checkpoint.window_size, 512)).astype(np.float32)
+    person /= np.linalg.norm(person, axis=1, keepdims=True)
+    other = np.roll(person, 1, axis=1)
+    real_bound, fake_above = calibration.verdict_thresholds()
+    assert scorer.score_window(np.concatenate([person, person], axis=1)) <= real_bound
+    assert scorer.score_window(np.concatenate([person, -other], axis=1)) > fake_above
