@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="play files at their frame rate like a camera (late frames dropped)",
     )
     parser.add_argument("--loop", action="store_true", help="restart video files at their end")
+    from stream.cluster.command import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_USAGE)
     output = _output_config(config.output, args)
     specs = args.sources or [DEMO_SPEC]
+    if args.checkpoint is not None and getattr(args, "ray", None):
+        from dataclasses import replace
+
+        config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
+    if getattr(args, "ray", None):
+        from stream.cluster.command import run_on_ray
+
+        return run_on_ray(args, config, output, specs, print_summary=_print_summary, fail=_fail)
     try:
         sources = _open_sources(specs, config, realtime=args.realtime, loop=args.loop)
     except SourceError as error:
