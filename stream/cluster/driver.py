@@ -79,9 +79,11 @@ class ClusterOptions:
             raise ValueError(f"max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
 
-def connect(address: str) -> None:
+def connect(address: str, local_cpus: float = 0.0) -> None:
     """``ray.init`` for ``address``: ``local`` starts a private instance bound to 127.0.0.1
-    without a dashboard; otherwise joins the given cluster. Does nothing if already connected."""
+    without a dashboard, declaring at least ``local_cpus`` logical CPUs (every stream actor must
+    fit, as every stream's thread fits in one process); otherwise joins the given cluster. Does
+    nothing if already connected."""
     if address == "local" and "ray" not in sys.modules:
         # Else Ray resolves loopback addresses to the machine's interface address when its
         # processes connect to each other (read once, when ray is imported).
@@ -92,6 +94,7 @@ def connect(address: str) -> None:
         return
     if address == "local":
         ray.init(
+            num_cpus=max(os.cpu_count() or 1, math.ceil(local_cpus)),
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
@@ -164,13 +167,18 @@ class ClusterRun:
         self._streams: dict[str, _Stream] = {}
         self._pool: list[Any] = []
         self._threshold = 0.5
-        self._started_s = time.monotonic()
+        self._launched_s = time.monotonic()
+        self._started_s: float | None = None
 
     def run(self) -> RunOutcome:
         """Connect to Ray, start the pool and the streams, run until all end or a stop."""
         import ray
 
-        connect(self._options.address)
+        connect(
+            self._options.address,
+            local_cpus=len(self._specs) * self._options.stream_num_cpus
+            + self._options.pool.size * self._options.pool.num_cpus,
+        )
         self._threshold = self._stages.threshold()
         self._pool = start_pool(self._stages, self._options.pool)
         stream_class = ray.remote(StreamWorker)
@@ -181,7 +189,8 @@ class ClusterRun:
                 max_task_retries=0,
             ).remote(spec, self._stages, self._pool)
             self._streams[spec.source_id] = _Stream(spec=spec, actor=actor)
-        self._started_s = time.monotonic()
+        self._launched_s = time.monotonic()
+        self._started_s = None
         try:
             stopped_by = self._loop()
         except KeyboardInterrupt:
@@ -295,6 +304,8 @@ class ClusterRun:
         if result.frame_index >= 0 or result.events:
             stream.last_result_s = now
         if result.frame_index >= 0:
+            if self._started_s is None:
+                self._started_s = now
             stream.last_timestamp_s = result.timestamp_s
             self._write(stream, result)
         elif result.events:
@@ -437,9 +448,12 @@ class ClusterRun:
             p50, p95 = np.percentile(np.fromiter(self._latencies_ms, dtype=np.float64), [50, 95])
             latency = {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
         stats = self._stats.as_dict()
-        elapsed_s = time.monotonic() - self._started_s
+        # From the first frame's result: the actors' start (Ray, model loading) is startup_s.
+        started_s = self._started_s if self._started_s is not None else time.monotonic()
+        elapsed_s = time.monotonic() - started_s
         return {
             "stopped_by": stopped_by,
+            "startup_s": round(started_s - self._launched_s, 3),
             "elapsed_s": round(elapsed_s, 3),
             "frames_processed": stats["frames"],
             "fps": round(stats["frames"] / elapsed_s, 2) if elapsed_s > 0 else math.nan,  # type: ignore[operator]

@@ -201,3 +201,72 @@ def test_removing_the_node_of_a_stream_resumes_it_elsewhere_without_loss(
     news = [event["track_id"] for event in events if event["kind"] == "track_new"]
     assert news == [1, 2]
     assert {ids for _, _, ids in log.rows if ids} == {(1,), (2,)}
+
+
+def test_stream_specs_name_sources_like_the_in_process_run(tmp_path: Path) -> None:
+    from stream.cluster.command import stream_specs
+    from stream.config import AppConfig
+
+    first, second = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(b"")
+    specs = stream_specs(
+        [str(first), str(second)], AppConfig(), realtime=True, loop=False, images_for="clip.mp4"
+    )
+    assert [s.source_id for s in specs] == ["clip.mp4", "clip.mp4#1"]
+    assert [s.want_images for s in specs] == [True, False]
+    assert all(s.realtime and not s.loop for s in specs)
+
+
+def test_run_with_ray_checks_its_arguments_before_starting_ray(tmp_path: Path) -> None:
+    from tests.stream.conftest import assert_clean_failure, run_cli
+
+    video = tmp_path / "clip.mp4"
+    write_demo_video(video, seconds=0.5, fps=15, width=160, height=120)
+    shown = run_cli("run", str(video), "--ray", "local", "--show", timeout_s=120)
+    assert shown.returncode == 2
+    assert_clean_failure(shown, r"--show is not available with --ray")
+    missing = run_cli("run", str(tmp_path / "nowhere.mp4"), "--ray", "local", timeout_s=120)
+    assert missing.returncode == 1
+    assert_clean_failure(missing, r"nowhere\.mp4")
+    assert "Ray" not in missing.stderr.replace("--ray", "")
+
+
+@pytest.mark.slow
+def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoint_args: list[str]) -> None:
+    from tests.stream.conftest import run_cli, small_config
+
+    video = tmp_path / "clip.mp4"
+    write_demo_video(video, seconds=2.0, fps=15, width=320, height=240)
+    frames = count_frames(video)
+    events_path, summary_path, out = tmp_path / "e.jsonl", tmp_path / "s.json", tmp_path / "o.mp4"
+    completed = run_cli(
+        "run",
+        str(video),
+        "--ray",
+        "local",
+        "--config",
+        str(small_config(tmp_path)),
+        "--events",
+        str(events_path),
+        "--summary",
+        str(summary_path),
+        "--out",
+        str(out),
+        *checkpoint_args,
+        timeout_s=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["ray"] == "local" and summary["stopped_by"] == "end"
+    assert summary["frames_processed"] == frames
+    (source,) = summary["sources"]
+    assert source["frames_read"] == frames and source["restarts"] == 0 and source["error"] is None
+    (pool,) = summary["encoder_pool"]
+    assert pool["backend"] == "onnxruntime" and pool["crops"] > 0
+    events = _events(events_path)
+    assert [event["data"]["seq"] for event in events] == list(range(len(events)))
+    assert {event["kind"] for event in events} >= {"track_new", "track_end"}
+    assert count_frames(out) == frames
+    assert [track["track_id"] for track in summary["tracks"]] == sorted({e["track_id"] for e in events})
