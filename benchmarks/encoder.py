@@ -33,7 +33,7 @@ from engine.encoder import InceptionResnetEncoder
 from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc
 from engine.weights import cache_dir, load_weights
-from stream.calibration import calibration_source, default_data_dir, make_calibration_set
+from stream.calibration import calibration_source, default_data_dir
 
 
 def build_encoder(
@@ -84,7 +84,8 @@ def int8_parity(ort_threads: int) -> dict[str, object] | None:
     if data_dir is None:
         print("skipping int8 parity: no data (set DEEPWATCH_DATA)", file=sys.stderr)
         return None
-    crops = make_calibration_set(data_dir)
+    # The cached calibration crops when present (``deepwatch weights calibrate``), else made now.
+    crops = calibration_source(data_dir)()
     embeddings = {}
     for precision in ("fp32", "int8"):
         with build_encoder("onnxruntime", "cpu", False, 64, ort_threads, precision) as encoder:

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from stream.config import AppConfig
@@ -99,6 +100,8 @@ def run_on_ray(
     from stream.cluster.encoder_pool import PoolOptions
     from stream.cluster.stages import AppStages
 
+    if args.checkpoint is not None:
+        config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
     if not ray_installed():
         return fail("--ray needs Ray: pip install 'deepwatch[ray]'", 1)
     if output.show:
