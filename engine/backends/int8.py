@@ -111,11 +111,12 @@ def load_calibration_file(path: str | Path) -> CalibrationSet:
                 )
             crops = data["crops"]
             groups = tuple(str(g) for g in data["groups"]) if "groups" in data.files else ()
+            origin = f" ({data['description']})" if "description" in data.files else ""
     except (OSError, ValueError) as error:
         if isinstance(error, CalibrationError):
             raise
         raise CalibrationError(f"cannot read calibration crops from {path}: {error}") from error
-    return CalibrationSet(crops, groups, f"{len(crops)} crops from {path}")
+    return CalibrationSet(crops, groups, f"{len(crops)} crops from {path}{origin}")
 
 
 def save_calibration_file(path: str | Path, calibration: CalibrationSet) -> Path:
@@ -123,7 +124,12 @@ def save_calibration_file(path: str | Path, calibration: CalibrationSet) -> Path
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial.npz")
-    np.savez(temporary, crops=calibration.crops, groups=np.asarray(calibration.groups, dtype=str))
+    np.savez(
+        temporary,
+        crops=calibration.crops,
+        groups=np.asarray(calibration.groups, dtype=str),
+        description=np.asarray(calibration.description),
+    )
     os.replace(temporary, path)
     return path
 

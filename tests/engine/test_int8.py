@@ -169,6 +169,7 @@ def test_calibration_file_round_trip_and_identity_split(tmp_path: Path) -> None:
     path = int8_build.save_calibration_file(tmp_path / "c.npz", CalibrationSet(crops, groups, "x"))
     loaded = int8_build.load_calibration_file(path)
     assert np.array_equal(loaded.crops, crops) and loaded.groups == groups
+    assert loaded.description == f"50 crops from {path} (x)"
     calibrate_on, held_out = loaded.split()
     # Every fifth identity (person0, person5) is held out whole: 10 crops of them, none calibrated on.
     assert len(held_out) == 10 and len(calibrate_on) == 40
