@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from engine.backends import BACKENDS, BackendRequest, EncoderBackend
+from engine.backends.int8 import cached_report
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.encoder import InceptionResnetEncoder
 from engine.inception_resnet_v1 import InceptionResnetV1
@@ -58,7 +59,8 @@ def build_encoder(
         runner = OnnxRuntimeBackend(request, intra_op_threads=ort_threads)
     else:
         runner = BACKENDS[backend](request)
-    return InceptionResnetEncoder(runner, loaded.weights_id, max_batch, precision)
+    report = cached_report(request) if precision == "int8" else None
+    return InceptionResnetEncoder(runner, loaded.weights_id, max_batch, precision, report)
 
 
 def measure(encoder: InceptionResnetEncoder, batch: int, repeats: int) -> tuple[float, float]:
