@@ -63,7 +63,12 @@ class AppStages:
 
         self._set_threads()
         checkpoint = load_checkpoint(self.config.model.checkpoint)
-        encoder_config = dataclasses.replace(self.config.encoder, device=device)
+        precision = self.config.encoder.precision
+        if device != "cpu" and precision == "int8":
+            # The int8 model is a CPU model; a GPU encoder actor runs the configured backend in fp32.
+            logger.warning("encoder.precision int8 is for CPUs: the encoder actor on %s runs fp32", device)
+            precision = "fp32"
+        encoder_config = dataclasses.replace(self.config.encoder, device=device, precision=precision)
         encoder = engine.encoder_from_config(
             encoder_config, checkpoint.encoder_overrides, calibration=calibration_source()
         )

@@ -270,3 +270,33 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
     assert {event["kind"] for event in events} >= {"track_new", "track_end"}
     assert count_frames(out) == frames
     assert [track["track_id"] for track in summary["tracks"]] == sorted({e["track_id"] for e in events})
+
+
+def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import engine
+    import engine.checkpoint
+    from engine.config import EncoderConfig
+    from stream.cluster.stages import AppStages
+    from stream.config import AppConfig
+
+    built: list[EncoderConfig] = []
+
+    class Checkpoint:
+        encoder_overrides = None
+
+        def check_encoder(self, weights_id: str) -> None:
+            pass
+
+    def fake_build(config: EncoderConfig, overrides: object, *, calibration: object) -> Any:
+        built.append(config)
+        return fakes.RecordingEncoder()
+
+    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: Checkpoint())
+    monkeypatch.setattr(engine, "encoder_from_config", fake_build)
+    config = AppConfig()
+    config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, precision="int8"))
+    AppStages(config).new_encoder("cuda")
+    AppStages(config).new_encoder("cpu")
+    assert [(c.device, c.precision) for c in built] == [("cuda", "fp32"), ("cpu", "int8")]
