@@ -124,6 +124,7 @@ class _Stream:
     resume_gaps_s: list[float] = field(default_factory=list)
     last_timestamp_s: float = 0.0
     unavailable_since: float | None = None
+    live: bool = False
     retry_at_s: float = 0.0
 
 
@@ -299,6 +300,7 @@ class ClusterRun:
             stream.incarnation = result.incarnation
             stream.nodes.append(result.node_id)
         stream.frames_read, stream.frames_dropped = result.frames_read, result.frames_dropped
+        stream.live = result.live
         self._check(stream, result)
         stream.cursor = _advance(stream.cursor, result)
         if result.frame_index >= 0 or result.events:
@@ -326,8 +328,7 @@ class ClusterRun:
         expected = list(range(cursor.next_event_seq, cursor.next_event_seq + len(seqs)))
         if seqs != expected:
             logger.error("stream %s: event sequence %s, expected %s", stream.spec.source_id, seqs, expected)
-        live = stream.spec.realtime or result.frames_dropped > 0
-        if result.frame_index >= 0 and not live and result.frame_index != cursor.next_frame_index:
+        if result.frame_index >= 0 and not result.live and result.frame_index != cursor.next_frame_index:
             logger.error(
                 "stream %s: frame %d, expected %d",
                 stream.spec.source_id,
@@ -462,7 +463,7 @@ class ClusterRun:
             "sources": [
                 {
                     "source_id": s.spec.source_id,
-                    "live": s.spec.realtime,
+                    "live": s.live,
                     "frames_read": s.read_before + s.frames_read,
                     "frames_dropped": s.dropped_before + s.frames_dropped,
                     "error": s.error,

@@ -3,7 +3,7 @@
 Each ``EncoderWorker`` is an async actor: requests that arrive while it waits ``max_wait_ms`` (or
 while the previous batch runs) are concatenated into one ``encode`` call of at most
 ``max_batch_crops`` crops, and each caller gets its own rows back. The encoder runs on one worker
-thread, so one session (one CUDA context) serves the actor. Streams are spread over the pool by a
+thread of its own, so one session (one CUDA context) serves the actor. Streams are spread over the pool by a
 stable hash of their id (``PooledEncoder``), so a stream's requests stay on one worker while the
 pool serves many streams.
 """
@@ -11,6 +11,7 @@ pool serves many streams.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import zlib
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ class EncoderWorker:
 
     def __init__(self, stages: StageFactory, device: str, max_batch_crops: int, max_wait_ms: float) -> None:
         self._encoder = stages.new_encoder(device)
+        # One thread runs every batch: a CUDA context or TensorRT engine belongs to one thread.
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._max_batch = max_batch_crops
         self._max_wait_s = max_wait_ms / 1000.0
         self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
@@ -92,7 +95,8 @@ class EncoderWorker:
                 count += len(crops)
             batch = np.concatenate([crops for crops, _ in taken])
             try:
-                embeddings = await asyncio.to_thread(self._encoder.encode, batch)
+                loop = asyncio.get_running_loop()
+                embeddings = await loop.run_in_executor(self._thread, self._encoder.encode, batch)
             except Exception as error:  # handed to every waiting caller, not swallowed
                 for _, future in taken:
                     future.set_exception(error)

@@ -73,6 +73,7 @@ class StepResult:
         capture_to_result_ms: for live sources, capture time to the end of processing, measured
             on the worker's clock; NaN otherwise.
         frames_read, frames_dropped: the source's counters in this incarnation.
+        live: the source keeps only its newest frame (a camera, a stream, a paced file).
         incarnation: a number that changes when Ray restarts the actor.
         node_id: the Ray node that ran this step.
     """
@@ -87,6 +88,7 @@ class StepResult:
     capture_to_result_ms: float
     frames_read: int
     frames_dropped: int
+    live: bool
     incarnation: str
     node_id: str
 
@@ -222,6 +224,7 @@ class StreamWorker:
             capture_to_result_ms=latency_ms,
             frames_read=self._source.frames_read,
             frames_dropped=self._source.frames_dropped,
+            live=self._source.live,
             incarnation=self._incarnation,
             node_id=self._node_id,
         )
