@@ -96,7 +96,7 @@ def run_on_ray(
     fail: Callable[[str, int], int],
 ) -> int:
     """Run on Ray and report like the in-process run; returns the exit code (0, 1, or 2 for usage)."""
-    from stream.cluster.driver import ClusterOptions, ClusterRun
+    from stream.cluster.driver import ClusterOptions, ClusterRun, connect
     from stream.cluster.encoder_pool import PoolOptions
     from stream.cluster.stages import AppStages
 
@@ -129,6 +129,11 @@ def run_on_ray(
         sinks = _make_sinks(output, config, specs[0], first_id)
     except (OSError, ValueError) as error:
         return fail(f"cannot create an output: {error}", 1)
+    # Ray installs its own SIGTERM handler when it connects: connect first, then put ours back on top.
+    connect(
+        options.address,
+        local_cpus=len(streams) * options.stream_num_cpus + options.pool.size * options.pool.num_cpus,
+    )
     stop_event = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():

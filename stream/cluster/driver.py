@@ -94,6 +94,8 @@ def connect(address: str, local_cpus: float = 0.0) -> None:
         return
     if address == "local":
         ray.init(
+            # "local" always starts a new instance, never joins one found running on this machine.
+            address="local",
             num_cpus=max(os.cpu_count() or 1, math.ceil(local_cpus)),
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
