@@ -57,9 +57,8 @@ class AppStages:
         return components.new_pipeline()
 
     def new_encoder(self, device: str) -> Encoder:
-        import engine
-        from engine.checkpoint import load_checkpoint
-        from stream.calibration import calibration_source
+        from engine.checkpoint import load_checkpoint, open_encoder
+        from stream.calibration import with_calibration
 
         self._set_threads()
         checkpoint = load_checkpoint(self.config.model.checkpoint)
@@ -69,10 +68,7 @@ class AppStages:
             logger.warning("encoder.precision int8 is for CPUs: the encoder actor on %s runs fp32", device)
             precision = "fp32"
         encoder_config = dataclasses.replace(self.config.encoder, device=device, precision=precision)
-        encoder = engine.encoder_from_config(
-            encoder_config, checkpoint.encoder_overrides, calibration=calibration_source()
-        )
-        checkpoint.check_encoder(encoder.weights_id)
+        encoder = open_encoder(checkpoint, with_calibration(encoder_config))
         logger.info("encoder worker: %s on %s (%s)", encoder.weights_id, device, encoder.backend_name)
         return encoder
 

@@ -279,26 +279,21 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
 def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    import engine
     import engine.checkpoint
+    import stream.calibration
     from engine.config import EncoderConfig
     from stream.cluster.stages import AppStages
     from stream.config import AppConfig
 
     built: list[EncoderConfig] = []
 
-    class Checkpoint:
-        encoder_overrides = None
-
-        def check_encoder(self, weights_id: str) -> None:
-            pass
-
-    def fake_build(config: EncoderConfig, overrides: object, *, calibration: object) -> Any:
+    def fake_open(checkpoint: object, config: EncoderConfig) -> Any:
         built.append(config)
         return fakes.RecordingEncoder()
 
-    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: Checkpoint())
-    monkeypatch.setattr(engine, "encoder_from_config", fake_build)
+    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: object())
+    monkeypatch.setattr(engine.checkpoint, "open_encoder", fake_open)
+    monkeypatch.setattr(stream.calibration, "with_calibration", lambda config: config)
     config = AppConfig()
     config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, precision="int8"))
     AppStages(config).new_encoder("cuda")
