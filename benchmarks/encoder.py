@@ -34,7 +34,7 @@ from engine.encoder import InceptionResnetEncoder
 from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc
 from engine.weights import cache_dir, load_weights
-from stream.calibration import calibration_source, default_data_dir
+from stream.training.calibration_crops import calibration_source, default_data_dir
 
 
 def build_encoder(

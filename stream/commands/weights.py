@@ -79,7 +79,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from engine.encoder import InceptionResnetEncoder
     from engine.errors import BackendUnavailableError, WeightsError
     from engine.weights import cache_dir
-    from stream.calibration import calibration_source, default_data_dir, make_calibration_set
+    from stream.training.calibration_crops import calibration_source, default_data_dir, make_calibration_set
 
     crops_path = default_calibration_path(cache_dir())
     try:

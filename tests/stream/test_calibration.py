@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import stream.calibration as calibration
+import stream.training.calibration_crops as calibration
 from engine.backends.int8 import CalibrationError, default_calibration_path
 from engine.weights import CACHE_DIR_ENV
 
@@ -53,3 +53,27 @@ def test_crops_are_made_from_real_videos_once_and_then_read_from_the_cache(
     monkeypatch.setattr(calibration, "make_calibration_set", refuse)
     again = calibration.calibration_source(folder)()
     assert np.array_equal(again.crops, made.crops) and again.groups == made.groups
+
+
+def test_the_live_app_points_int8_at_the_cached_crops_only_when_it_may_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.backends.int8 as int8_build
+    import stream.calibration as live
+    from engine.config import EncoderConfig
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(live, "cpu_flags", lambda: frozenset({"avx2"}))
+    int8 = EncoderConfig(precision="int8")
+    assert live.with_calibration(int8) == int8  # nothing cached: the build will say what is missing
+    cached = default_calibration_path(tmp_path)
+    int8_build.save_calibration_file(
+        cached, int8_build.CalibrationSet(np.zeros((32, 160, 160, 3), np.uint8), (), "zeros")
+    )
+    assert live.with_calibration(int8).calibration == str(cached)
+    assert live.with_calibration(EncoderConfig()).calibration is None  # fp32
+    assert live.with_calibration(EncoderConfig(precision="auto")).calibration is None  # no VNNI here
+    monkeypatch.setattr(live, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    assert live.with_calibration(EncoderConfig(precision="auto")).calibration == str(cached)
+    own = EncoderConfig(precision="int8", calibration="mine.npz")
+    assert live.with_calibration(own) == own
