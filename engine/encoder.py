@@ -5,6 +5,7 @@ Preprocessing (facenet-pytorch's fixed standardisation) happens here, once, for 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from engine.backends import AUTO_ORDER, BACKENDS, BackendRequest, EncoderBackend
+from engine.backends import int8 as int8_build
+from engine.backends.int8 import CalibrationError, CalibrationSource
 from engine.config import EncoderConfig
 from engine.errors import BackendUnavailableError
 from engine.inception_resnet_v1 import EMBEDDING_SIZE, INPUT_SIZE_PX, InceptionResnetV1
@@ -87,13 +90,26 @@ def preprocess(crops: np.ndarray) -> np.ndarray:
 
 
 class InceptionResnetEncoder:
-    """``FaceEncoder`` over one ``EncoderBackend``; build it with ``load_encoder``."""
+    """``FaceEncoder`` over one ``EncoderBackend``; build it with ``load_encoder``.
 
-    def __init__(self, backend: EncoderBackend, weights_id: str, max_batch_size: int) -> None:
+    ``precision`` says what runs: ``fp32`` or ``int8`` (never ``auto``: that is resolved at load);
+    ``int8_report`` how the int8 model was built and its parity with fp32 (None for fp32).
+    """
+
+    def __init__(
+        self,
+        backend: EncoderBackend,
+        weights_id: str,
+        max_batch_size: int,
+        precision: str = "fp32",
+        int8_report: int8_build.Int8Report | None = None,
+    ) -> None:
         self._backend: EncoderBackend | None = backend
         self.backend_name = backend.name
         self.weights_id = weights_id
         self.max_batch_size = max_batch_size
+        self.precision = precision
+        self.int8_report = int8_report
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         """N x 160 x 160 x 3 uint8 RGB -> N x 512 float32 L2-normalised (see ``FaceEncoder``)."""
@@ -137,8 +153,16 @@ def load_encoder(
     *,
     max_batch_size: int = 64,
     opt_batch_size: int = 16,
+    precision: str = "fp32",
+    calibration: CalibrationSource | None = None,
 ) -> FaceEncoder:
     """Build a face encoder; see ``EncoderConfig`` for the arguments.
+
+    ``precision="int8"`` (onnxruntime on CPU) runs the statically quantised model, built on first
+    use for these weights and cached; ``calibration`` gives the real face crops it is built from
+    (a ``CalibrationSet``, a ``.npz`` path, or a function returning a set, called only to build);
+    None reads the crops ``deepwatch weights calibrate`` cached. ``precision="auto"`` takes int8
+    only on a CPU with VNNI or AMX and only if the built model passed its parity check.
 
     ``state_overrides`` replaces some parameters/buffers of the base weights (e.g. layers a
     detector fine-tuned); the encoder's ``weights_id`` then becomes ``<base id>+<12 hex digest>``.
@@ -148,6 +172,8 @@ def load_encoder(
         ValueError: bad arguments or overrides that do not fit the model.
         WeightsError: missing, corrupt or mismatched weights (the message names the file).
         BackendUnavailableError: the requested backend cannot run here (says what to install).
+        CalibrationError: int8 was asked for, no int8 model is cached for these weights and no
+            real face crops were given to build one (the message says how to make them).
     """
     config = EncoderConfig(
         weights=weights,
@@ -156,14 +182,21 @@ def load_encoder(
         fp16=fp16,
         max_batch_size=max_batch_size,
         opt_batch_size=opt_batch_size,
+        precision=precision,
     )
-    return encoder_from_config(config, state_overrides)
+    return encoder_from_config(config, state_overrides, calibration=calibration)
 
 
 def encoder_from_config(
-    config: EncoderConfig, state_overrides: Mapping[str, torch.Tensor] | None = None
+    config: EncoderConfig,
+    state_overrides: Mapping[str, torch.Tensor] | None = None,
+    *,
+    calibration: CalibrationSource | None = None,
 ) -> FaceEncoder:
-    """``load_encoder`` for an ``EncoderConfig`` (how ``stream`` builds it from the app config)."""
+    """``load_encoder`` for an ``EncoderConfig`` (how ``stream`` builds it from the app config).
+
+    ``calibration`` (see ``load_encoder``) is used when ``config.calibration`` is None.
+    """
     backend_class = _choose_backend(config)
     loaded = load_weights(config.weights)
     state = dict(loaded.state_dict)
@@ -184,13 +217,61 @@ def encoder_from_config(
         max_batch_size=config.max_batch_size,
         opt_batch_size=config.opt_batch_size,
         cache_dir=cache_dir(),
+        calibration=int8_build.calibration_provider(config.calibration or calibration, cache_dir()),
     )
+    precision = resolve_precision(config.precision, backend_class.name, request)
+    request = dataclasses.replace(request, precision=precision)
     backend = backend_class(request)
-    logger.debug("encoder ready: backend %s, weights %s, device %s", backend.name, weights_id, config.device)
-    return InceptionResnetEncoder(backend, weights_id, config.max_batch_size)
+    logger.debug(
+        "encoder ready: backend %s (%s), weights %s, device %s",
+        backend.name,
+        precision,
+        weights_id,
+        config.device,
+    )
+    report = int8_build.cached_report(request) if precision == "int8" else None
+    return InceptionResnetEncoder(backend, weights_id, config.max_batch_size, precision, report)
+
+
+def resolve_precision(requested: str, backend_name: str, request: BackendRequest) -> str:
+    """``fp32`` or ``int8`` for a requested precision; ``auto`` is decided here and logged once.
+
+    ``auto`` takes int8 only with the onnxruntime backend on CPU, on a CPU whose flags
+    (``int8_build.cpu_flags``) include VNNI or AMX, and when the int8 model for these weights
+    (built now if needed and calibration crops exist) passed its parity check against fp32.
+    """
+    if requested != "auto":
+        return requested
+    if backend_name != "onnxruntime" or request.device != "cpu":
+        return "fp32"
+    if not int8_build.has_fast_int8(int8_build.cpu_flags()):
+        logger.info("encoder precision 'auto' chose fp32: this CPU has no VNNI or AMX int8 instructions")
+        return "fp32"
+    report = int8_build.cached_report(request)
+    if report is None:
+        try:
+            calibration = request.calibration or int8_build.calibration_provider(None, request.cache_dir)
+            _, report = int8_build.ensure_int8(request, calibration)
+        except CalibrationError as error:
+            logger.warning("encoder precision 'auto' chose fp32: no int8 model could be built (%s)", error)
+            return "fp32"
+    if not report.passed:
+        logger.info(
+            "encoder precision 'auto' chose fp32: the int8 model's min cosine to fp32 was %.4f (< %.2f)",
+            report.min_cosine,
+            int8_build.PARITY_MIN_COSINE,
+        )
+        return "fp32"
+    logger.info(
+        "encoder precision 'auto' chose int8 (VNNI/AMX CPU, min cosine %.4f to fp32)", report.min_cosine
+    )
+    return "int8"
 
 
 def _choose_backend(config: EncoderConfig) -> type[EncoderBackend]:
+    if config.precision == "int8" and config.backend == "auto":
+        # Only onnxruntime runs the quantised model (EncoderConfig allows int8 on CPU only).
+        config = dataclasses.replace(config, backend="onnxruntime")
     if config.backend != "auto":
         backend_class = BACKENDS[config.backend]
         if not backend_class.is_available(config.device, config.fp16):

@@ -18,6 +18,7 @@ import numpy as np
 import engine
 from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
 from stream.alerts import AlertMonitor
+from stream.calibration import with_calibration
 from stream.config import AppConfig
 from stream.pipeline import Pipeline
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
@@ -124,7 +125,7 @@ def load_components(config: AppConfig) -> PipelineComponents:
     try:
         checkpoint = load_checkpoint(config.model.checkpoint)
         checkpoint.check_crop(CropSettings(config.crop.mode, config.crop.margin, config.crop.size_px))
-        encoder = open_encoder(checkpoint, config.encoder)
+        encoder = open_encoder(checkpoint, with_calibration(config.encoder))
     except CheckpointError as error:
         raise SetupError(str(error)) from error
     except (engine.BackendUnavailableError, engine.WeightsError, ValueError) as error:

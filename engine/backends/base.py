@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from engine.inception_resnet_v1 import InceptionResnetV1
+
+if TYPE_CHECKING:
+    from engine.backends.int8 import CalibrationSet
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class BackendRequest:
         max_batch_size: largest batch ``run`` receives.
         opt_batch_size: batch size TensorRT tunes for.
         cache_dir: deepwatch's cache root; backends keep their artefacts in subfolders.
+        precision: ``fp32`` or ``int8`` (``auto`` is resolved before a backend is built).
+        calibration: returns real face crops to calibrate an int8 model on; called only when one
+            has to be built.
     """
 
     model: InceptionResnetV1
@@ -35,6 +42,8 @@ class BackendRequest:
     max_batch_size: int
     opt_batch_size: int
     cache_dir: Path
+    precision: str = "fp32"
+    calibration: Callable[[], CalibrationSet] | None = None
 
 
 class EncoderBackend(abc.ABC):

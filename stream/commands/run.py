@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from stream.cluster.command import add_arguments as add_cluster_arguments
+from stream.cluster.command import run_on_ray
 from stream.config import AppConfig, ConfigError, load_config
 from stream.output_config import OutputConfig
 from stream.sinks import EventsSink, Sink, VideoFileSink, WebhookSink, WindowSink, write_summary
@@ -51,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="play files at their frame rate like a camera (late frames dropped)",
     )
     parser.add_argument("--loop", action="store_true", help="restart video files at their end")
+    add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_USAGE)
     output = _output_config(config.output, args)
     specs = args.sources or [DEMO_SPEC]
+    if args.ray:
+        return run_on_ray(args, config, output, specs, print_summary=_print_summary, fail=_fail)
     try:
         sources = _open_sources(specs, config, realtime=args.realtime, loop=args.loop)
     except SourceError as error:

@@ -144,6 +144,9 @@ def test_bad_state_overrides_raise_value_error(
         ({"max_batch_size": 0}, r"max_batch_size must be an int in \[1, 1024\], got 0"),
         ({"opt_batch_size": 128}, r"opt_batch_size must be <= max_batch_size \(64\), got 128"),
         ({"weights": ""}, "weights must be a registry name or a file path"),
+        ({"precision": "int4"}, r"precision must be one of .*got 'int4'"),
+        ({"precision": "int8", "backend": "torch"}, "precision 'int8' needs backend 'onnxruntime'"),
+        ({"calibration": ""}, "calibration must be a .npz file path or null"),
     ],
 )
 def test_encoder_config_validates_each_field(kwargs: dict, message: str) -> None:

@@ -1,0 +1,87 @@
+"""What the Ray workers build their stages from: a picklable factory per concern.
+
+A ``StageFactory`` travels to every worker (Ray pickles it); the worker calls it there, so models
+load on the node that runs them, never on the driver. ``AppStages`` is the real one (MTCNN, the
+Kalman tracker, the shipped or configured scorer checkpoint and its encoder); tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from stream.config import AppConfig
+from stream.pipeline import Pipeline
+from stream.stages import Encoder
+
+logger = logging.getLogger(__name__)
+
+
+class StageFactory(Protocol):
+    """Builds a stream's pipeline and the shared encoder, on the worker that runs them."""
+
+    def new_pipeline(self, encoder: Encoder) -> Pipeline:
+        """The per-stream pipeline (detector, tracker, crops, scorer) around a given encoder."""
+        ...
+
+    def new_encoder(self, device: str) -> Encoder:
+        """The face encoder on ``device`` (``cpu`` or ``cuda``); must have ``close()``."""
+        ...
+
+    def threshold(self) -> float:
+        """The decision threshold the overlay draws."""
+        ...
+
+
+@dataclass(frozen=True)
+class AppStages:
+    """The real stages, as ``deepwatch run`` builds them in one process (``stream.app``)."""
+
+    config: AppConfig
+
+    def new_pipeline(self, encoder: Encoder) -> Pipeline:
+        from engine.checkpoint import load_checkpoint
+        from stream.app import PipelineComponents
+        from tracking import FaceDetector
+
+        self._set_threads()
+        checkpoint = load_checkpoint(self.config.model.checkpoint)
+        components = PipelineComponents(
+            config=self.config,
+            detector=FaceDetector(self.config.detector),
+            encoder=encoder,  # type: ignore[arg-type]
+            checkpoint=checkpoint,
+        )
+        return components.new_pipeline()
+
+    def new_encoder(self, device: str) -> Encoder:
+        from engine.checkpoint import load_checkpoint, open_encoder
+        from stream.calibration import with_calibration
+
+        self._set_threads()
+        checkpoint = load_checkpoint(self.config.model.checkpoint)
+        precision = self.config.encoder.precision
+        if device != "cpu" and precision == "int8":
+            # The int8 model is a CPU model; a GPU encoder actor runs the configured backend in fp32.
+            logger.warning("encoder.precision int8 is for CPUs: the encoder actor on %s runs fp32", device)
+            precision = "fp32"
+        encoder_config = dataclasses.replace(self.config.encoder, device=device, precision=precision)
+        encoder = open_encoder(checkpoint, with_calibration(encoder_config))
+        logger.info("encoder worker: %s on %s (%s)", encoder.weights_id, device, encoder.backend_name)
+        return encoder
+
+    def threshold(self) -> float:
+        from engine.checkpoint import load_checkpoint
+
+        configured = self.config.pipeline.threshold
+        return (
+            configured if configured is not None else load_checkpoint(self.config.model.checkpoint).threshold
+        )
+
+    def _set_threads(self) -> None:
+        if self.config.pipeline.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.config.pipeline.torch_threads)

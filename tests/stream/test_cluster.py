@@ -1,0 +1,301 @@
+"""Cluster mode on a Ray cluster of several raylets on this machine (loopback only, no dashboard).
+
+The stages are fakes (a scripted detector that takes a few milliseconds, a fixed-rate scorer, an
+encoder that embeds the crop's fill value), so the tests spend their CPU on Ray and the video
+reading, not on models. Skipped when Ray is not installed (``.[dev]`` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tests.stream.fakes as fakes
+from stream.cluster.driver import ClusterOptions, ClusterRun
+from stream.cluster.encoder_pool import PoolOptions
+from stream.cluster.stream_worker import StreamSpec
+from stream.pipeline import Pipeline
+from stream.results import FrameResult
+from stream.sinks import EventsSink
+from stream.stages import Encoder
+from tests.stream.videos import count_frames, write_demo_video
+
+# Ray resolves 127.0.0.1 to the machine's interface address when connecting to a cluster; this
+# (read when ray is imported) keeps every node, driver and worker on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray", reason="cluster mode needs Ray: pip install 'deepwatch[ray]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+# Workers import these by value: in CI the tests package is not on the workers' path.
+ray.cloudpickle.register_pickle_by_value(fakes)
+
+# Per detector call: paces the stream (about 20 frames/s at most) so a node can be removed mid-run.
+DETECT_DELAY_S = 0.05
+# The issue's goal is a resume within 10 s; here: 2 s to declare the node dead plus a new worker
+# process importing the stages. That took 10.2 s at a load average of ~18 on the 2 shared cores
+# (a few seconds when idle), so the test bounds it loosely (a stuck restart) and the driver's
+# summary reports the gap (``resume_gaps_s``) for the benchmark to measure.
+RESUME_LIMIT_S = 60.0
+FAST_FAILURE_DETECTION = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 4,
+}
+
+
+class SlowBoxDetector:
+    """One fixed face box per frame, after a short sleep (a stand-in for MTCNN's cost)."""
+
+    def __init__(self) -> None:
+        self._inner = fakes.ScriptedDetector(lambda call: [(20.0, 20.0, 80.0, 90.0)])
+
+    def detect(self, image: np.ndarray) -> list[Any]:
+        time.sleep(DETECT_DELAY_S)
+        return self._inner.detect(image)
+
+
+class FakeStages:
+    """A ``StageFactory`` of fakes (pickled by value to the workers)."""
+
+    def new_pipeline(self, encoder: Encoder) -> Pipeline:
+        return Pipeline(
+            detector=SlowBoxDetector(),
+            tracker_factory=fakes.ScriptedTracker,
+            crop=fakes.fake_crop,
+            encoder=encoder,
+            scorer_factory=lambda: fakes.FixedRateScorer(sample_rate_hz=5.0),
+            detect_every_n_frames=1,
+        )
+
+    def new_encoder(self, device: str) -> Encoder:
+        return fakes.RecordingEncoder()
+
+    def threshold(self) -> float:
+        return 0.5
+
+
+ray.cloudpickle.register_pickle_by_value(__import__(__name__))
+
+
+class FrameLog:
+    """A sink that records (source_id, frame index, face track ids) of every result, in order."""
+
+    needs_annotated = False
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, tuple[int, ...]]] = []
+
+    def write(self, result: FrameResult, annotated: np.ndarray | None) -> None:
+        self.rows.append(
+            (result.frame.source_id, result.frame.index, tuple(face.track_id for face in result.faces))
+        )
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A head that runs no stream (0 CPUs) and two 1-CPU nodes, all on 127.0.0.1.
+
+    The head declares a node dead after about 2 s of failed health checks (Ray's default, 5
+    checks 3 s apart, takes 15 s; docs/cluster.md says how to set this on a real cluster).
+    """
+    node_args = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
+    started = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "_system_config": FAST_FAILURE_DETECTION, **node_args},
+    )
+    try:
+        for _ in range(2):
+            started.add_node(num_cpus=1, **node_args)
+        started.wait_for_nodes()
+        started.connect()
+        yield started
+    finally:
+        ray.shutdown()
+        started.shutdown()
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _options() -> ClusterOptions:
+    # The address is ignored while connected: the driver joins the running test cluster.
+    return ClusterOptions(address="local", max_restarts=3, pool=PoolOptions(size=1))
+
+
+@pytest.mark.slow
+def test_a_source_that_fails_to_open_fails_only_its_stream(cluster: Cluster, tmp_path: Path) -> None:
+    good = tmp_path / "good.mp4"
+    frames = write_demo_video(good, seconds=1.0, fps=15, width=160, height=120)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    log = FrameLog()
+    events_path = tmp_path / "events.jsonl"
+    streams = [StreamSpec(spec=str(good), source_id="good"), StreamSpec(spec=str(broken), source_id="broken")]
+    outcome = ClusterRun(streams, FakeStages(), [log, EventsSink(events_path)], _options()).run()
+    assert outcome.stopped_by == "error"
+    assert len(outcome.errors) == 1 and outcome.errors[0].startswith("broken: ")
+    assert "broken.mp4" in outcome.errors[0]
+    # The good stream ran to its end: every frame once, in order.
+    assert [index for source, index, _ in log.rows if source == "good"] == list(range(frames))
+    sources = {s["source_id"]: s for s in outcome.summary["sources"]}
+    assert sources["good"]["error"] is None and sources["broken"]["error"]
+    # Its crops went through the shared encoder pool.
+    (pool,) = outcome.summary["encoder_pool"]
+    assert pool["crops"] >= frames // 3 and pool["backend"] == "fake"
+    seqs = [event["data"]["seq"] for event in _events(events_path) if event["source_id"] == "good"]
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 2
+
+
+@pytest.mark.slow
+def test_removing_the_node_of_a_stream_resumes_it_elsewhere_without_loss(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    video = tmp_path / "clip.mp4"
+    write_demo_video(video, seconds=10.0, fps=15, width=160, height=120)
+    frames = count_frames(video)
+    log = FrameLog()
+    events_path = tmp_path / "events.jsonl"
+    run = ClusterRun(
+        [StreamSpec(spec=str(video), source_id="cam")],
+        FakeStages(),
+        [log, EventsSink(events_path)],
+        _options(),
+    )
+    outcome: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: outcome.update(result=run.run()), daemon=True)
+    driver.start()
+    deadline = time.monotonic() + 120
+    while len(log.rows) < 20 and time.monotonic() < deadline and driver.is_alive():
+        time.sleep(0.1)
+    assert len(log.rows) >= 20, "the stream produced no results before the node was to be removed"
+    node_id = run.stream_nodes()["cam"]
+    (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
+    frames_before = len(log.rows)
+    cluster.remove_node(node, allow_graceful=False)
+    driver.join(timeout=180)
+    assert not driver.is_alive(), "the run did not finish after the node was removed"
+    result = outcome["result"]
+    assert result.stopped_by == "end" and result.errors == []
+    (source,) = result.summary["sources"]
+    assert source["restarts"] == 1
+    assert len(source["nodes"]) == 2 and source["nodes"][0] == node_id != source["nodes"][1]
+    assert source["resume_gaps_s"][0] < RESUME_LIMIT_S
+    # Nothing lost or doubled: every frame of the file exactly once, in order, across the restart.
+    indices = [index for _, index, _ in log.rows]
+    assert len(log.rows) > frames_before
+    assert indices == list(range(frames))
+    events = _events(events_path)
+    assert [event["data"]["seq"] for event in events] == list(range(len(events)))
+    # The lost incarnation's track was closed, and the new one never reuses its id.
+    ends = [event for event in events if event["kind"] == "track_end"]
+    assert ends[0]["track_id"] == 1 and ends[0]["data"]["reason"] == "the stream worker was lost"
+    news = [event["track_id"] for event in events if event["kind"] == "track_new"]
+    assert news == [1, 2]
+    assert {ids for _, _, ids in log.rows if ids} == {(1,), (2,)}
+
+
+def test_stream_specs_name_sources_like_the_in_process_run(tmp_path: Path) -> None:
+    from stream.cluster.command import stream_specs
+    from stream.config import AppConfig
+
+    first, second = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(b"")
+    specs = stream_specs(
+        [str(first), str(second)], AppConfig(), realtime=True, loop=False, images_for="clip.mp4"
+    )
+    assert [s.source_id for s in specs] == ["clip.mp4", "clip.mp4#1"]
+    assert [s.want_images for s in specs] == [True, False]
+    assert all(s.realtime and not s.loop for s in specs)
+
+
+def test_run_with_ray_checks_its_arguments_before_starting_ray(tmp_path: Path) -> None:
+    from tests.stream.conftest import assert_clean_failure, run_cli
+
+    video = tmp_path / "clip.mp4"
+    write_demo_video(video, seconds=0.5, fps=15, width=160, height=120)
+    shown = run_cli("run", str(video), "--ray", "local", "--show", timeout_s=120)
+    assert shown.returncode == 2
+    assert_clean_failure(shown, r"--show is not available with --ray")
+    missing = run_cli("run", str(tmp_path / "nowhere.mp4"), "--ray", "local", timeout_s=120)
+    assert missing.returncode == 1
+    assert_clean_failure(missing, r"nowhere\.mp4")
+    assert "Ray" not in missing.stderr.replace("--ray", "")
+
+
+@pytest.mark.slow
+def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoint_args: list[str]) -> None:
+    from tests.stream.conftest import run_cli, small_config
+
+    video = tmp_path / "clip.mp4"
+    write_demo_video(video, seconds=2.0, fps=15, width=320, height=240)
+    frames = count_frames(video)
+    events_path, summary_path, out = tmp_path / "e.jsonl", tmp_path / "s.json", tmp_path / "o.mp4"
+    completed = run_cli(
+        "run",
+        str(video),
+        "--ray",
+        "local",
+        "--config",
+        str(small_config(tmp_path)),
+        "--events",
+        str(events_path),
+        "--summary",
+        str(summary_path),
+        "--out",
+        str(out),
+        *checkpoint_args,
+        timeout_s=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["ray"] == "local" and summary["stopped_by"] == "end"
+    assert summary["frames_processed"] == frames
+    (source,) = summary["sources"]
+    assert source["frames_read"] == frames and source["restarts"] == 0 and source["error"] is None
+    (pool,) = summary["encoder_pool"]
+    assert pool["backend"] == "onnxruntime" and pool["crops"] > 0
+    events = _events(events_path)
+    assert [event["data"]["seq"] for event in events] == list(range(len(events)))
+    assert {event["kind"] for event in events} >= {"track_new", "track_end"}
+    assert count_frames(out) == frames
+    assert [track["track_id"] for track in summary["tracks"]] == sorted({e["track_id"] for e in events})
+
+
+def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import engine.checkpoint
+    import stream.calibration
+    from engine.config import EncoderConfig
+    from stream.cluster.stages import AppStages
+    from stream.config import AppConfig
+
+    built: list[EncoderConfig] = []
+
+    def fake_open(checkpoint: object, config: EncoderConfig) -> Any:
+        built.append(config)
+        return fakes.RecordingEncoder()
+
+    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: object())
+    monkeypatch.setattr(engine.checkpoint, "open_encoder", fake_open)
+    monkeypatch.setattr(stream.calibration, "with_calibration", lambda config: config)
+    config = AppConfig()
+    config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, precision="int8"))
+    AppStages(config).new_encoder("cuda")
+    AppStages(config).new_encoder("cpu")
+    assert [(c.device, c.precision) for c in built] == [("cuda", "fp32"), ("cpu", "int8")]
