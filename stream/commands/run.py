@@ -13,7 +13,15 @@ from typing import Any
 
 from stream.config import AppConfig, ConfigError, load_config
 from stream.output_config import OutputConfig
-from stream.sinks import EventsSink, Sink, VideoFileSink, WebhookSink, WindowSink, write_summary
+from stream.sinks import (
+    EventsSink,
+    Sink,
+    VideoFileSink,
+    WebhookNotifier,
+    WebhookSink,
+    WindowSink,
+    write_summary,
+)
 from stream.sources import DEMO_SPEC, SPEC_HELP, FrameReader, SourceError, open_source
 from stream.sources.redact import install_log_redaction
 
@@ -82,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_FAILED)
 
     # Heavy imports (torch, facenet-pytorch) only once the inputs are known to be sound.
-    from stream.app import SetupError, load_components
-    from stream.runner import Runner
+    from stream.live.app import SetupError, load_components
+    from stream.live.runner import Runner
 
     try:
         components = load_components(config)
@@ -179,8 +187,6 @@ def _make_sinks(
     if output.events_path:
         sinks.append(EventsSink(output.events_path))
     if config.alerts.webhook_url:
-        from stream.alerts import WebhookNotifier
-
         notifier = WebhookNotifier(
             config.alerts.webhook_url,
             timeout_s=config.alerts.webhook_timeout_s,

@@ -1,4 +1,4 @@
-"""Small fakes of the stages around the pipeline (they satisfy stream.stages' Protocols)."""
+"""Small fakes of the stages around the pipeline (they satisfy stream.contracts' Protocols)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from stream.alerts import AlertMonitor
-from stream.frame import Frame
-from stream.pipeline import Pipeline, PipelineConfig
+from stream.contracts import Frame
+from stream.live.alerts import AlertMonitor
+from stream.live.pipeline import Pipeline, PipelineConfig
+from stream.live.verdict import resolve_threshold
 from tests.stream.fakes import FixedRateScorer, RecordingEncoder, ScriptedDetector, ScriptedTracker, fake_crop
 from tracking import FaceTracker, TrackerConfig
 
@@ -152,8 +153,9 @@ def test_verdict_bands_and_config_threshold_override():
     verdicts = {face.track_id: face.verdict for face in pipeline.process(frames(1)[0]).faces}
     assert verdicts == {1: "REAL", 2: "UNSURE"}
     scorer2 = FixedRateScorer(p_for=lambda track_id, n: scores[track_id], min_samples=1)
+    config = PipelineConfig(threshold=0.3, uncertain_margin=0.05)
     pipeline2, _, _ = make_pipeline(
-        detector, scorer2, every=1, config=PipelineConfig(threshold=0.3, uncertain_margin=0.05), threshold=0.5
+        detector, scorer2, every=1, config=config, threshold=resolve_threshold(config.threshold, 0.5)
     )
     verdicts2 = {face.track_id: face.verdict for face in pipeline2.process(frames(1)[0]).faces}
     assert verdicts2 == {1: "REAL", 2: "FAKE"}
@@ -252,3 +254,8 @@ def test_encoding_moves_off_detection_frames_without_lowering_the_sample_rate():
     on_detection_frames = [index for index in encoder.indices if index % 3 == 0]
     # Only the track's first sample (nothing to defer from) shares a frame with detection.
     assert len(on_detection_frames) == 1
+
+
+def test_threshold_is_resolved_in_one_place():
+    assert resolve_threshold(None, 0.42) == 0.42  # the checkpoint's calibrated threshold
+    assert resolve_threshold(0.7, 0.42) == 0.7  # the config's, when set

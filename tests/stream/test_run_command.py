@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stream.results import VERDICTS
+from stream.contracts import VERDICTS
 from tests.conftest import REPO_ROOT
 from tests.stream.conftest import assert_clean_failure, cli_command, interruptible, run_cli, small_config
 from tests.stream.videos import count_frames, write_demo_video

@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
-from stream.pipeline import Pipeline
-from stream.runner import Runner
+from stream.live.pipeline import Pipeline
+from stream.live.runner import Runner
 from stream.sources import FrameReader, GrabbedImage, SourceError
 from stream.sources.demo import DemoGrabber
 from tests.stream.fakes import FixedRateScorer, RecordingEncoder, ScriptedDetector, ScriptedTracker, fake_crop

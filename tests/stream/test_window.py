@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.overlay import PALETTE_RGB
+from stream.live.overlay import PALETTE_RGB
 from tests.conftest import REPO_ROOT, require_system
 from tests.stream.conftest import cli_command, interruptible, small_config
 from tests.stream.videos import first_frame, write_demo_video
 
-# The HUD's panel colour (stream.overlay._PANEL_RGB): dark grey behind the fps line.
+# The HUD's panel colour (stream.live.overlay._PANEL_RGB): dark grey behind the fps line.
 HUD_PANEL_RGB = (20, 20, 20)
 
 

@@ -18,12 +18,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stream.frame import Frame
-from stream.overlay import OverlayStatus, draw_overlay
-from stream.results import Event, FrameResult
+from stream.contracts import Event, Frame, FrameResult
+from stream.live.overlay import OverlayStatus, draw_overlay
+from stream.live.stats import RunStats
 from stream.sinks.sink import Sink
 from stream.sources.source import Source, SourceError
-from stream.stats import RunStats
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +34,15 @@ _POLL_PAUSE_S = 0.002
 _MAX_LATENCY_SAMPLES = 8192
 
 
+class StopSwitch(Protocol):
+    """An output the user can close (the window): the run ends once ``closed`` is True."""
+
+    @property
+    def closed(self) -> bool: ...
+
+
 class RunPipeline(Protocol):
-    """What the loop needs from ``stream.pipeline.Pipeline``."""
+    """What the loop needs from ``stream.live.pipeline.Pipeline``."""
 
     stats: RunStats
 
@@ -76,7 +82,7 @@ class Runner:
         threshold: decision threshold drawn in the sparklines.
         log_interval_s: seconds between periodic INFO lines.
         stop_event: set from any thread to end the run cleanly.
-        window: a sink whose ``closed`` attribute ends the run when it becomes True (the window).
+        window: an output whose closing ends the run (the window), or None.
     """
 
     def __init__(
@@ -88,7 +94,7 @@ class Runner:
         threshold: float = 0.5,
         log_interval_s: float = 5.0,
         stop_event: threading.Event | None = None,
-        window: Any = None,
+        window: StopSwitch | None = None,
         sources_started: bool = False,
     ) -> None:
         if not sources:
@@ -150,7 +156,7 @@ class Runner:
         while active:
             if self.stop_event.is_set():
                 return "stop"
-            if self._window is not None and getattr(self._window, "closed", False):
+            if self._window is not None and self._window.closed:
                 return "window"
             frames: list[Frame] = []
             for source in list(active):
@@ -200,9 +206,7 @@ class Runner:
         if not events:
             return
         for sink in self._sinks:
-            write_events = getattr(sink, "write_events", None)
-            if write_events is not None:
-                write_events(events)
+            sink.write_events(events)
         for event in events:
             if event.kind == "track_end":
                 logger.info(

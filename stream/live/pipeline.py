@@ -10,9 +10,7 @@ one encoder batch (across sources too); ended tracks are forgotten by the scorer
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,13 +18,20 @@ from typing import Any
 import numpy as np
 
 from engine.score import Score
-from stream.alerts import AlertMonitor
-from stream.frame import Frame
-from stream.results import Event, FaceResult, FrameResult
-from stream.stages import Cropper, Detector, Encoder, Scorer, Tracker
-from stream.stats import RunStats
-from stream.track_record import TrackRecord
-from stream.verdict import VerdictRule
+from stream.contracts import (
+    Cropper,
+    Detector,
+    Encoder,
+    Event,
+    Frame,
+    FrameResult,
+    Scorer,
+    Tracker,
+)
+from stream.live.alerts import AlertMonitor
+from stream.live.bookkeeping import TrackBook
+from stream.live.stats import RunStats
+from stream.live.verdict import VerdictRule
 from tracking.track import Track, TrackState
 
 logger = logging.getLogger(__name__)
@@ -37,7 +42,8 @@ class PipelineConfig:
     """How the pipeline schedules its stages and reports.
 
     Attributes:
-        threshold: p_fake decision threshold; None uses the model's calibrated threshold.
+        threshold: p_fake decision threshold; None uses the model's calibrated threshold (the one
+            rule is ``stream.live.verdict.resolve_threshold``; the pipeline takes the result).
         uncertain_margin: scores within this distance of the threshold are UNSURE.
         history_length: score values kept per track for the sparkline and charts.
         update_event_interval_s: at most one track_update event per track per this many seconds
@@ -92,7 +98,7 @@ class Pipeline:
         detect_every_n_frames: run the detector on every N-th frame of a source (the tracker's
             ``TrackerConfig.detect_every_n_frames``); the tracker predicts on the frames between.
         config: scheduling and reporting settings.
-        threshold: the decision threshold used when ``config.threshold`` is None (the model's).
+        threshold: the decision threshold, resolved by the caller (``verdict.resolve_threshold``).
         alerts: the alert rule; None for no alert events.
     """
 
@@ -118,12 +124,14 @@ class Pipeline:
         self._crop = crop
         self._encoder = encoder
         self._scorer_factory = scorer_factory
-        decision = self.config.threshold if self.config.threshold is not None else threshold
-        self.verdicts = VerdictRule(decision, self.config.uncertain_margin)
-        self._alerts = alerts
+        self.book = TrackBook(
+            verdicts=VerdictRule(threshold, self.config.uncertain_margin),
+            history_length=self.config.history_length,
+            update_event_interval_s=self.config.update_event_interval_s,
+            hide_lost_after_frames=2 * detect_every_n_frames,
+            alerts=alerts,
+        )
         self._sources: dict[str, _SourceState] = {}
-        self._records: dict[tuple[str, int], TrackRecord] = {}
-        self._finished: list[TrackRecord] = []
         self.stats = RunStats()
 
     # -- per frame -------------------------------------------------------------------------
@@ -170,7 +178,7 @@ class Pipeline:
             count = len(wanted[i])
             scores = self._score(frame, wanted[i], embeddings[offset : offset + count], timings[i])
             offset += count
-            faces = self._face_results(frame, live_tracks[i], scores, events[i])
+            faces = self.book.face_results(frame, live_tracks[i], scores, events[i])
             timings[i]["total"] = _ms_since(started)
             self.stats.record(timings[i])
             results.append(
@@ -200,7 +208,7 @@ class Pipeline:
         for track_id in sorted(state.live_ids - current):
             state.scorer.forget(track_id)
             state.last_sample_s.pop(track_id, None)
-            self._end_track(frame.source_id, track_id, frame.timestamp_s, events)
+            self.book.end_track(frame.source_id, track_id, frame.timestamp_s, events)
         state.live_ids = current
         return tracks
 
@@ -247,113 +255,6 @@ class Pipeline:
         timings["score"] = _ms_since(t0)
         return {score.track_id: score for score in scores}
 
-    def _face_results(
-        self, frame: Frame, tracks: list[Track], scores: dict[int, Score], events: list[Event]
-    ) -> tuple[FaceResult, ...]:
-        faces = []
-        for track in tracks:
-            if track.state is TrackState.LOST and track.frames_since_update > 2 * self.detect_every_n_frames:
-                continue  # coasting for a while without a detection: the face has likely gone
-            confirmed = track.state is not TrackState.TENTATIVE
-            key = (frame.source_id, track.track_id)
-            record = self._records.get(key)
-            if record is None and confirmed:
-                record = TrackRecord(
-                    source_id=frame.source_id,
-                    track_id=track.track_id,
-                    first_timestamp_s=frame.timestamp_s,
-                    last_timestamp_s=frame.timestamp_s,
-                    history=deque(maxlen=self.config.history_length),
-                    announced=True,
-                )
-                self._records[key] = record
-                events.append(self._event("track_new", frame, track.track_id, {"box_xyxy": _box_list(track)}))
-            if record is None:
-                faces.append(_face(track, False, math.nan, False, "UNSURE", (), 0))
-                continue
-            if track.state is TrackState.CONFIRMED:
-                record.frames += 1
-                record.last_timestamp_s = frame.timestamp_s
-            score = scores.get(track.track_id)
-            if score is not None:
-                self._apply_score(record, score, frame, track, events)
-            current = record.score
-            p_fake = current.p_fake if current is not None else math.nan
-            ready = bool(current is not None and current.ready)
-            faces.append(
-                _face(
-                    track,
-                    confirmed,
-                    p_fake,
-                    ready,
-                    record.verdict,
-                    tuple(record.history),
-                    record.frames_scored,
-                )
-            )
-        return tuple(faces)
-
-    def _apply_score(
-        self, record: TrackRecord, score: Score, frame: Frame, track: Track, events: list[Event]
-    ) -> None:
-        record.score = score
-        record.frames_scored = score.frames_seen
-        if score.ready and not math.isnan(score.p_fake):
-            record.history.append(score.p_fake)
-        verdict = self.verdicts.verdict(score.p_fake, score.ready)
-        changed = verdict != record.verdict
-        record.verdict = verdict
-        if score.ready and (
-            changed or frame.timestamp_s - record.last_update_event_s >= self.config.update_event_interval_s
-        ):
-            record.last_update_event_s = frame.timestamp_s
-            events.append(self._event("track_update", frame, track.track_id, _score_data(record, track)))
-        if self._alerts is not None and self._alerts.update(
-            (record.source_id, record.track_id), score.p_fake, score.ready, frame.timestamp_s
-        ):
-            record.alerts += 1
-            logger.warning(
-                "ALERT: %s track %d p_fake %.2f past %.2f for %.1f s",
-                record.source_id,
-                record.track_id,
-                score.p_fake,
-                self._alerts.threshold,
-                self._alerts.sustain_s,
-            )
-            data = _score_data(record, track) | {
-                "threshold": self._alerts.threshold,
-                "sustain_s": self._alerts.sustain_s,
-            }
-            events.append(self._event("alert", frame, track.track_id, data))
-
-    def _end_track(self, source_id: str, track_id: int, timestamp_s: float, events: list[Event]) -> None:
-        record = self._records.pop((source_id, track_id), None)
-        if self._alerts is not None:
-            self._alerts.forget((source_id, track_id))
-        if record is None:
-            return  # a tentative track that never confirmed: nothing was announced
-        self._finished.append(record)
-        events.append(
-            Event(
-                kind="track_end",
-                source_id=source_id,
-                track_id=track_id,
-                timestamp_s=timestamp_s,
-                wall_time=time.time(),
-                data=record.summary(),
-            )
-        )
-
-    def _event(self, kind: str, frame: Frame, track_id: int, data: dict[str, Any]) -> Event:
-        return Event(
-            kind=kind,
-            source_id=frame.source_id,
-            track_id=track_id,
-            timestamp_s=frame.timestamp_s,
-            wall_time=time.time(),
-            data=data,
-        )
-
     # -- end of run ------------------------------------------------------------------------
 
     def finish_source(self, source_id: str, timestamp_s: float) -> list[Event]:
@@ -364,23 +265,19 @@ class Pipeline:
             return events
         for track_id in sorted(state.live_ids):
             state.scorer.forget(track_id)
-            self._end_track(source_id, track_id, timestamp_s, events)
+            self.book.end_track(source_id, track_id, timestamp_s, events)
         return events
 
     def finish(self) -> list[Event]:
         """End every source's tracks; returns their track_end events. Call once at the end."""
         events: list[Event] = []
         for source_id in list(self._sources):
-            last = max(
-                (r.last_timestamp_s for r in self._records.values() if r.source_id == source_id), default=0.0
-            )
-            events.extend(self.finish_source(source_id, last))
+            events.extend(self.finish_source(source_id, self.book.last_timestamp_s(source_id)))
         return events
 
     def track_summaries(self) -> list[dict[str, Any]]:
         """Per track (ended and still live): frames, frames scored, final score and verdict."""
-        records = self._finished + list(self._records.values())
-        return [record.summary() for record in sorted(records, key=lambda r: (r.source_id, r.track_id))]
+        return self.book.summaries()
 
 
 def _check_image(frame: Frame) -> None:
@@ -388,41 +285,6 @@ def _check_image(frame: Frame) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         got = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"frame image must be HxWx3 uint8 RGB, got {got}")
-
-
-def _face(
-    track: Track,
-    confirmed: bool,
-    p_fake: float,
-    ready: bool,
-    verdict: str,
-    history: tuple[float, ...],
-    scored: int,
-) -> FaceResult:
-    return FaceResult(
-        track_id=track.track_id,
-        box_xyxy=np.asarray(track.box_xyxy, dtype=np.float32),
-        confirmed=confirmed,
-        p_fake=p_fake,
-        ready=ready,
-        verdict=verdict,
-        history=history,
-        frames_scored=scored,
-    )
-
-
-def _box_list(track: Track) -> list[float]:
-    return [round(float(v), 1) for v in track.box_xyxy]
-
-
-def _score_data(record: TrackRecord, track: Track) -> dict[str, Any]:
-    score = record.score
-    return {
-        "p_fake": None if score is None or math.isnan(score.p_fake) else round(score.p_fake, 4),
-        "verdict": record.verdict,
-        "frames_scored": record.frames_scored,
-        "box_xyxy": _box_list(track),
-    }
 
 
 def _ms_since(start: float) -> float:

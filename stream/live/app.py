@@ -1,8 +1,11 @@
-"""Building the real pipeline (MTCNN, Kalman tracker, encoder, trained scorer) from an AppConfig.
+"""Building the real pipeline (MTCNN, Kalman tracker, encoder, trained scorer) from the app config.
 
 The heavy parts (detector, encoder, checkpoint) load once into ``PipelineComponents``; each
 ``new_pipeline()`` is then cheap, so a server can give every session its own pipeline (its own
 trackers and scorer state) while sharing the models. Nothing loads at import time.
+
+The app config (``stream.config.AppConfig``) sits above the live chain, so this module reads it
+through ``LiveSettings``, the sections it needs, declared as a Protocol.
 """
 
 from __future__ import annotations
@@ -11,18 +14,46 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 import engine
 from engine.checkpoint import CheckpointError, ScorerCheckpoint, load_checkpoint
-from stream.alerts import AlertMonitor
-from stream.config import AppConfig
-from stream.pipeline import Pipeline
+from engine.config import EncoderConfig
+from stream.live.alerts import AlertConfig, AlertMonitor
+from stream.live.pipeline import Pipeline, PipelineConfig
+from stream.live.verdict import resolve_threshold
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
+from tracking.config import CropConfig, DetectorConfig, TrackerConfig
 
 logger = logging.getLogger(__name__)
+
+
+class ModelSettings(Protocol):
+    @property
+    def checkpoint(self) -> str | None: ...
+
+
+class LiveSettings(Protocol):
+    """The sections of the app config the live chain is built from (``AppConfig`` has them)."""
+
+    @property
+    def detector(self) -> DetectorConfig: ...
+    @property
+    def tracker(self) -> TrackerConfig: ...
+    @property
+    def crop(self) -> CropConfig: ...
+    @property
+    def encoder(self) -> EncoderConfig: ...
+    @property
+    def model(self) -> ModelSettings: ...
+    @property
+    def scorer_overrides(self) -> dict[str, Any]: ...
+    @property
+    def pipeline(self) -> PipelineConfig: ...
+    @property
+    def alerts(self) -> AlertConfig: ...
 
 
 class SetupError(RuntimeError):
@@ -36,7 +67,7 @@ class PipelineComponents:
     Call ``close()`` at the end (it releases the encoder backend).
     """
 
-    config: AppConfig
+    config: LiveSettings
     detector: FaceDetector
     encoder: engine.FaceEncoder
     checkpoint: ScorerCheckpoint
@@ -44,8 +75,7 @@ class PipelineComponents:
     @property
     def threshold(self) -> float:
         """The decision threshold in use: the config's, else the checkpoint's calibrated one."""
-        configured = self.config.pipeline.threshold
-        return configured if configured is not None else self.checkpoint.threshold
+        return resolve_threshold(self.config.pipeline.threshold, self.checkpoint.threshold)
 
     def new_pipeline(self) -> Pipeline:
         """A fresh pipeline (no tracks, no scorer state) over the shared models."""
@@ -69,6 +99,10 @@ class PipelineComponents:
             alerts=alerts,
         )
 
+    def session_pipeline(self, source_id: str) -> Pipeline:
+        """The pipeline of one server session (a ``stream.server`` pipeline factory)."""
+        return self.new_pipeline()
+
     def describe(self) -> dict[str, Any]:
         """What ran, for the run summary."""
         return {
@@ -84,11 +118,11 @@ class PipelineComponents:
         self.encoder.close()
 
 
-def _crop(image: np.ndarray, tracks: Sequence[Track], *, config: AppConfig) -> np.ndarray:
+def _crop(image: np.ndarray, tracks: Sequence[Track], *, config: LiveSettings) -> np.ndarray:
     return crop_faces(image, list(tracks), config.crop)
 
 
-def load_components(config: AppConfig) -> PipelineComponents:
+def load_components(config: LiveSettings) -> PipelineComponents:
     """Load the scorer checkpoint, the encoder it was trained with, and the detector.
 
     Raises:
@@ -118,7 +152,7 @@ def load_components(config: AppConfig) -> PipelineComponents:
         checkpoint.path,
         checkpoint.window_size,
         checkpoint.sample_rate_hz,
-        config.pipeline.threshold if config.pipeline.threshold is not None else checkpoint.threshold,
+        resolve_threshold(config.pipeline.threshold, checkpoint.threshold),
         encoder.weights_id,
         encoder.backend_name,
     )
