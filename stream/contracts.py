@@ -97,8 +97,9 @@ class FrameResult:
 
 
 class Detector(Protocol):
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in one H x W x 3 uint8 RGB image; an empty list when there are none."""
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Faces in each of several H x W x 3 uint8 RGB images (one list per image, in order; an
+        empty list where there are none). One call for several streams' frames."""
         ...
 
 
@@ -124,9 +125,10 @@ class Encoder(Protocol):
 
 
 class Scorer(Protocol):
-    sample_rate_hz: float
+    """One scorer serves every track of every stream (track ids are ints the caller makes unique).
+    The caller decides when a track is due for a sample, at ``sample_rate_hz`` or slower."""
 
-    def wants_sample(self, track_id: int, timestamp_s: float) -> bool: ...
+    sample_rate_hz: float
 
     def update_many(self, items: Sequence[tuple[int, np.ndarray, float]]) -> list[Score]:
         """One embedding for each of several distinct tracks; scores in the order of ``items``."""

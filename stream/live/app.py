@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,8 +21,11 @@ import numpy as np
 import engine
 from engine.checkpoint import CheckpointError, ScorerCheckpoint, load_checkpoint
 from engine.config import EncoderConfig
+from engine.scorer_config import ScorerConfig
 from stream.live.alerts import AlertConfig, AlertMonitor
+from stream.live.batching import SharedStages
 from stream.live.pipeline import Pipeline, PipelineConfig
+from stream.live.shedding import shed_levels
 from stream.live.verdict import resolve_threshold
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
 from tracking.config import CropConfig, DetectorConfig, TrackerConfig
@@ -64,13 +67,14 @@ class SetupError(RuntimeError):
 class PipelineComponents:
     """The loaded models and config shared by every pipeline built from them.
 
-    Call ``close()`` at the end (it releases the encoder backend).
+    Call ``close()`` at the end (it stops the shared workers and releases the encoder backend).
     """
 
     config: LiveSettings
     detector: FaceDetector
     encoder: engine.FaceEncoder
     checkpoint: ScorerCheckpoint
+    _shared: SharedStages | None = field(default=None, init=False, repr=False)
 
     @property
     def threshold(self) -> float:
@@ -78,9 +82,52 @@ class PipelineComponents:
         return resolve_threshold(self.config.pipeline.threshold, self.checkpoint.threshold)
 
     def new_pipeline(self) -> Pipeline:
-        """A fresh pipeline (no tracks, no scorer state) over the shared models."""
+        """A fresh pipeline (no tracks, no scorer state) over the shared models, running its
+        detection and scoring batches inline: every frame's results are complete (files read
+        as fast as possible, where no frame may be lost and the run should be repeatable)."""
+        return self._pipeline(
+            SharedStages(
+                detector=self.detector,
+                encoder=self.encoder,
+                scorer=self.checkpoint.build_scorer(self._scorer_config()),
+                detect_every_n_frames=self.config.tracker.detect_every_n_frames,
+            )
+        )
+
+    def live_pipeline(self) -> Pipeline:
+        """A fresh pipeline attached to the one set of threaded shared stages (started on first
+        use): live streams and browser sessions, however many, share one detection batch and one
+        encode + score batch, under the load-shedding rule (``stream.live.shedding``)."""
+        if self._shared is None:
+            config = self.config
+            scorer_config = self._scorer_config()
+            levels = shed_levels(
+                config.tracker.detect_every_n_frames,
+                config.pipeline.max_detect_factor,
+                scorer_config.sample_rate_hz,
+                min(config.pipeline.min_sample_rate_hz, scorer_config.sample_rate_hz),
+            )
+            shared = SharedStages(
+                detector=self.detector,
+                encoder=self.encoder,
+                scorer=self.checkpoint.build_scorer(scorer_config),
+                levels=levels,
+                detect_every_n_frames=config.tracker.detect_every_n_frames,
+            )
+            shared.start()
+            self._shared = shared
+        return self._pipeline(self._shared)
+
+    def session_pipeline(self, source_id: str) -> Pipeline:
+        """The pipeline of one server session (a ``stream.server`` pipeline factory): a live
+        pipeline, so every session's faces go through the same batches."""
+        return self.live_pipeline()
+
+    def _scorer_config(self) -> ScorerConfig:
+        return self.checkpoint.scorer_config(**self.config.scorer_overrides)
+
+    def _pipeline(self, stages: SharedStages) -> Pipeline:
         config = self.config
-        scorer_config = self.checkpoint.scorer_config(**config.scorer_overrides)
         alert_threshold = config.alerts.threshold if config.alerts.threshold is not None else self.threshold
         alerts = (
             AlertMonitor(alert_threshold, config.alerts.hysteresis, config.alerts.sustain_s)
@@ -88,20 +135,14 @@ class PipelineComponents:
             else None
         )
         return Pipeline(
-            detector=self.detector,
+            stages=stages,
             tracker_factory=lambda source_id: FaceTracker(config.tracker, source_id=source_id),
             crop=functools.partial(_crop, config=config),
-            encoder=self.encoder,
-            scorer_factory=lambda: self.checkpoint.build_scorer(scorer_config),
             detect_every_n_frames=config.tracker.detect_every_n_frames,
             config=config.pipeline,
             threshold=self.threshold,
             alerts=alerts,
         )
-
-    def session_pipeline(self, source_id: str) -> Pipeline:
-        """The pipeline of one server session (a ``stream.server`` pipeline factory)."""
-        return self.new_pipeline()
 
     def describe(self) -> dict[str, Any]:
         """What ran, for the run summary."""
@@ -115,6 +156,9 @@ class PipelineComponents:
         }
 
     def close(self) -> None:
+        if self._shared is not None:
+            self._shared.stop()
+            self._shared = None
         self.encoder.close()
 
 

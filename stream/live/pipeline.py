@@ -1,34 +1,44 @@
-"""The pipeline core: detect -> track -> crop -> encode -> score, one frame (per source) at a time.
+"""The pipeline core: schedules detect -> track -> crop -> encode -> score for every stream.
 
-Calling contract: one thread calls ``process`` (or ``process_batch`` for several sources) with
-each source's frames in order, then ``finish`` once at the end. Per source, detection runs on
-every ``detect_every_n_frames``-th frame and the tracker predicts in between; only confirmed
-tracks that the scorer wants a new sample of are cropped and encoded, all crops of the call in
-one encoder batch (across sources too); ended tracks are forgotten by the scorer and reported.
+Calling contract: one thread calls ``process`` (or ``process_batch`` for several sources, at most
+one frame of each) with each source's frames in order, then ``finish`` once at the end. Every
+frame of every source is tracked (the Kalman tracker predicts between detections) and gets its
+results at once. The expensive stages are shared (``stream.live.batching.SharedStages``): a
+source asks for a detection every ``detect_every_n_frames`` frames, and a confirmed track for a
+sample at the scorer's rate; the requests of all sources (and of every pipeline attached to the
+same stages) run as one detection batch and one encode + score batch.
+
+Two ways to run them:
+
+- inline (the stages not started): each call runs its batches before returning, so a frame's
+  detection feeds the tracker on that very frame and its scores are in that frame's result.
+  Deterministic; used for files read as fast as possible, and for tests.
+- threaded (``SharedStages.start()``): the batches run on worker threads and their results are
+  picked up on a later frame of the same source, so no frame waits for MTCNN or the encoder; a
+  detection is applied to the tracker on the frame it arrives at (a few frames after the one it
+  was made on; the Kalman filter absorbs the small offset), and the load-shedding rule of
+  ``stream.live.shedding`` sets each source's detection interval and the sampling rate. A source
+  with a detection still in flight does not ask for another.
+
+What is remembered per track, and the events, are ``stream.live.bookkeeping``'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from engine.score import Score
-from stream.contracts import (
-    Cropper,
-    Detector,
-    Encoder,
-    Event,
-    Frame,
-    FrameResult,
-    Scorer,
-    Tracker,
-)
+from engine.scorer import SampleClock
+from stream.contracts import Cropper, Detector, Encoder, Event, Frame, FrameResult, Scorer, Tracker
 from stream.live.alerts import AlertMonitor
+from stream.live.batching import ScoreRequest, SharedStages
 from stream.live.bookkeeping import TrackBook
 from stream.live.stats import RunStats
 from stream.live.verdict import VerdictRule
@@ -52,6 +62,10 @@ class PipelineConfig:
             sets its own); None keeps torch's default. 1 by default: measured on the 2-core
             machine under load, the LSTM head took 51 ms per update with 1 thread and 289 ms
             with 2 (threads spin-waiting for each other).
+        min_sample_rate_hz: the lowest rate the load-shedding rule may sample a track at, Hz
+            (``stream.live.shedding``); at most the model's rate.
+        max_detect_factor: the load-shedding rule may stretch each stream's detection interval up
+            to this many times the tracker's ``detect_every_n_frames``.
     """
 
     threshold: float | None = None
@@ -59,6 +73,8 @@ class PipelineConfig:
     history_length: int = 48
     update_event_interval_s: float = 1.0
     torch_threads: int | None = 1
+    min_sample_rate_hz: float = 4.0
+    max_detect_factor: int = 3
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -75,28 +91,47 @@ class PipelineConfig:
             or self.torch_threads < 1
         ):
             raise ValueError(f"torch_threads must be an integer >= 1 or null, got {self.torch_threads!r}")
+        if not self.min_sample_rate_hz > 0:
+            raise ValueError(f"min_sample_rate_hz must be > 0, got {self.min_sample_rate_hz!r}")
+        if (
+            isinstance(self.max_detect_factor, bool)
+            or not isinstance(self.max_detect_factor, int)
+            or (self.max_detect_factor < 1)
+        ):
+            raise ValueError(f"max_detect_factor must be an integer >= 1, got {self.max_detect_factor!r}")
+
+
+@dataclass
+class _TrackClock:
+    rate_hz: float
+    clock: SampleClock
+    last_sample_s: float | None = None
 
 
 @dataclass
 class _SourceState:
     tracker: Tracker
-    scorer: Scorer
     frames: int = 0
+    frames_since_detect: int = 0
+    detect_in_flight: bool = False
     live_ids: set[int] = field(default_factory=set)
-    last_sample_s: dict[int, float] = field(default_factory=dict)
+    clocks: dict[int, _TrackClock] = field(default_factory=dict)
 
 
 class Pipeline:
-    """Chains the stages; see the module docstring for the calling contract.
+    """Schedules the stages; see the module docstring for the calling contract.
 
     Args:
-        detector: finds faces in a frame.
         tracker_factory: makes the tracker of a new source, given its source_id.
         crop: cuts 160 x 160 face crops for tracks.
-        encoder: embeds crops.
-        scorer_factory: makes the scorer of a new source (track ids are per source).
-        detect_every_n_frames: run the detector on every N-th frame of a source (the tracker's
-            ``TrackerConfig.detect_every_n_frames``); the tracker predicts on the frames between.
+        stages: the shared detection and scoring stages; None builds inline ones of its own from
+            ``detector``, ``encoder`` and ``scorer_factory``.
+        detector: finds faces (only without ``stages``).
+        encoder: embeds crops (only without ``stages``).
+        scorer_factory: makes the scorer (only without ``stages``; called once: one scorer serves
+            every source, its track ids made unique by the stages).
+        detect_every_n_frames: ask for a detection on every N-th frame of a source (the tracker's
+            ``TrackerConfig.detect_every_n_frames``) while the load is light.
         config: scheduling and reporting settings.
         threshold: the decision threshold, resolved by the caller (``verdict.resolve_threshold``).
         alerts: the alert rule; None for no alert events.
@@ -105,11 +140,12 @@ class Pipeline:
     def __init__(
         self,
         *,
-        detector: Detector,
         tracker_factory: Callable[[str], Tracker],
         crop: Cropper,
-        encoder: Encoder,
-        scorer_factory: Callable[[], Scorer],
+        stages: SharedStages | None = None,
+        detector: Detector | None = None,
+        encoder: Encoder | None = None,
+        scorer_factory: Callable[[], Scorer] | None = None,
         detect_every_n_frames: int = 1,
         config: PipelineConfig | None = None,
         threshold: float = 0.5,
@@ -117,13 +153,23 @@ class Pipeline:
     ) -> None:
         if detect_every_n_frames < 1:
             raise ValueError(f"detect_every_n_frames must be >= 1, got {detect_every_n_frames}")
+        if stages is None:
+            if detector is None or encoder is None or scorer_factory is None:
+                raise ValueError(
+                    "Pipeline needs either stages, or a detector, an encoder and a scorer_factory"
+                )
+            stages = SharedStages(
+                detector=detector,
+                encoder=encoder,
+                scorer=scorer_factory(),
+                detect_every_n_frames=detect_every_n_frames,
+            )
         self.config = config or PipelineConfig()
         self.detect_every_n_frames = detect_every_n_frames
-        self._detector = detector
+        self.stages = stages
+        self._owner = stages.new_owner()
         self._tracker_factory = tracker_factory
         self._crop = crop
-        self._encoder = encoder
-        self._scorer_factory = scorer_factory
         self.book = TrackBook(
             verdicts=VerdictRule(threshold, self.config.uncertain_margin),
             history_length=self.config.history_length,
@@ -132,7 +178,13 @@ class Pipeline:
             alerts=alerts,
         )
         self._sources: dict[str, _SourceState] = {}
+        self.frames_by_source: dict[str, int] = {}
         self.stats = RunStats()
+
+    @property
+    def worker_stats(self) -> RunStats | None:
+        """Batch timings of the shared stages when they run on worker threads; None when inline."""
+        return self.stages.stats if self.stages.threaded else None
 
     # -- per frame -------------------------------------------------------------------------
 
@@ -141,63 +193,123 @@ class Pipeline:
         return self.process_batch([frame])[0]
 
     def process_batch(self, frames: Sequence[Frame]) -> list[FrameResult]:
-        """Run every stage on one frame from each of several sources, encoding all crops at once."""
+        """Process one frame from each of several sources; their requests share the batches."""
         source_ids = [frame.source_id for frame in frames]
         if len(set(source_ids)) != len(source_ids):
             raise ValueError(f"process_batch takes at most one frame per source, got sources {source_ids}")
+        for frame in frames:
+            _check_image(frame)
         started = time.perf_counter()
+        inline = not self.stages.threaded
+        level = self.stages.shedder.current
         timings: list[dict[str, float]] = [{} for _ in frames]
         events: list[list[Event]] = [[] for _ in frames]
-        live_tracks: list[list[Track]] = []
-        wanted: list[list[Track]] = []
-        crops: list[np.ndarray] = []
-        for i, frame in enumerate(frames):
-            _check_image(frame)
-            tracks = self._detect_and_track(frame, timings[i], events[i])
-            live_tracks.append(tracks)
-            state = self._sources[frame.source_id]
-            detected = "detect" in timings[i]
-            due = [
-                track
-                for track in tracks
-                if track.state is TrackState.CONFIRMED
-                and state.scorer.wants_sample(track.track_id, frame.timestamp_s)
-                and not (detected and self._can_defer(state, track.track_id, frame.timestamp_s))
+        states = [self._state(frame.source_id) for frame in frames]
+
+        # Step 1: ask for detections of the sources that are due.
+        detect_every = level.detect_every_n_frames if not inline else self.detect_every_n_frames
+        asked = [
+            self._ask_detection(frame, state, detect_every)
+            for frame, state in zip(frames, states, strict=True)
+        ]
+        self.stages.detection.submit_many(
+            [
+                (self._detect_key(frame.source_id), frame.image)
+                for frame, did in zip(frames, asked, strict=True)
+                if did
             ]
-            for track in due:
-                state.last_sample_s[track.track_id] = frame.timestamp_s
-            wanted.append(due)
-            if due:
-                t0 = time.perf_counter()
-                crops.append(np.asarray(self._crop(frame.image, due)))
-                timings[i]["crop"] = _ms_since(t0)
-        embeddings = self._encode(crops, timings, wanted)
+        )
+        if inline and any(asked):
+            self.stages.detection.run_pending()
+            for frame_timings, did_ask in zip(timings, asked, strict=True):
+                if did_ask:  # the batch is shared: every frame in it waited for all of it
+                    frame_timings["detect"] = self.stages.last_timings_ms["detect"]
+
+        # Step 2: track every frame, with the detections that have arrived.
+        live_tracks: list[list[Track]] = []
+        detected: list[bool] = []
+        for i, (frame, state) in enumerate(zip(frames, states, strict=True)):
+            delivered = self.stages.detection.take(self._detect_key(frame.source_id))
+            detections = None
+            if delivered is not None:
+                state.detect_in_flight = False
+                detections = delivered.value
+                if not inline:
+                    self.stages.shedder.observe_detection(delivered.done_s - delivered.submitted_s)
+            detected.append(detections is not None)
+            live_tracks.append(self._track(frame, state, detections, timings[i], events[i]))
+
+        # Step 3: crop the confirmed tracks that are due for a sample and ask for their scores.
+        sample_rate_hz = level.sample_rate_hz if not inline else self.stages.sample_rate_hz
+        cropped = [False] * len(frames)
+        requests: list[tuple[Hashable, ScoreRequest]] = []
+        for i, (frame, state) in enumerate(zip(frames, states, strict=True)):
+            due = self._due_tracks(frame, state, live_tracks[i], sample_rate_hz, defer=inline and detected[i])
+            if not due:
+                continue
+            t0 = time.perf_counter()
+            crops = np.asarray(self._crop(frame.image, due))
+            timings[i]["crop"] = _ms_since(t0)
+            cropped[i] = True
+            requests.extend(
+                (self._score_key(frame.source_id, track.track_id), ScoreRequest(crop, frame.timestamp_s))
+                for track, crop in zip(due, crops, strict=True)
+            )
+        for _ in range(self.stages.scoring.submit_many(requests)):
+            self.stages.shedder.observe_shed()
+        if inline and any(cropped):
+            self.stages.scoring.run_pending()
+            for frame_timings, did_crop in zip(timings, cropped, strict=True):
+                if did_crop:
+                    frame_timings["encode"] = self.stages.last_timings_ms["encode"]
+                    frame_timings["score"] = self.stages.last_timings_ms["score"]
+
+        # Step 4: the results, with the scores that have arrived.
         results = []
-        offset = 0
         for i, frame in enumerate(frames):
-            count = len(wanted[i])
-            scores = self._score(frame, wanted[i], embeddings[offset : offset + count], timings[i])
-            offset += count
+            scores = self._arrived_scores(frame.source_id, live_tracks[i], inline)
             faces = self.book.face_results(frame, live_tracks[i], scores, events[i])
             timings[i]["total"] = _ms_since(started)
             self.stats.record(timings[i])
+            self.frames_by_source[frame.source_id] = self.frames_by_source.get(frame.source_id, 0) + 1
             results.append(
                 FrameResult(frame=frame, faces=faces, events=tuple(events[i]), timings_ms=timings[i])
             )
         return results
 
-    def _detect_and_track(self, frame: Frame, timings: dict[str, float], events: list[Event]) -> list[Track]:
-        state = self._sources.get(frame.source_id)
+    def _state(self, source_id: str) -> _SourceState:
+        state = self._sources.get(source_id)
         if state is None:
-            state = _SourceState(
-                tracker=self._tracker_factory(frame.source_id), scorer=self._scorer_factory()
-            )
-            self._sources[frame.source_id] = state
-        detections = None
-        if state.frames % self.detect_every_n_frames == 0:
-            t0 = time.perf_counter()
-            detections = self._detector.detect(frame.image)
-            timings["detect"] = _ms_since(t0)
+            state = _SourceState(tracker=self._tracker_factory(source_id))
+            # The first frame of a source is always due for a detection.
+            state.frames_since_detect = 1 << 30
+            self._sources[source_id] = state
+        return state
+
+    def _detect_key(self, source_id: str) -> Hashable:
+        return (self._owner, source_id)
+
+    def _score_key(self, source_id: str, track_id: int) -> Hashable:
+        return (self._owner, source_id, track_id)
+
+    def _ask_detection(self, frame: Frame, state: _SourceState, detect_every: int) -> bool:
+        """True when the source is due for a detection on this frame (the caller submits it)."""
+        due = state.frames_since_detect >= detect_every and not state.detect_in_flight
+        state.frames_since_detect += 1
+        if not due:
+            return False
+        state.detect_in_flight = True
+        state.frames_since_detect = 1
+        return True
+
+    def _track(
+        self,
+        frame: Frame,
+        state: _SourceState,
+        detections: list | None,
+        timings: dict[str, float],
+        events: list[Event],
+    ) -> list[Track]:
         state.frames += 1
         t0 = time.perf_counter()
         tracks = state.tracker.update(detections, frame.timestamp_s)
@@ -205,55 +317,61 @@ class Pipeline:
         # The tracker reports live tracks only: an id that disappeared has ended.
         tracks = [track for track in tracks if track.state is not TrackState.ENDED]
         current = {track.track_id for track in tracks}
-        for track_id in sorted(state.live_ids - current):
-            state.scorer.forget(track_id)
-            state.last_sample_s.pop(track_id, None)
+        ended = sorted(state.live_ids - current)
+        for track_id in ended:
+            state.clocks.pop(track_id, None)
             self.book.end_track(frame.source_id, track_id, frame.timestamp_s, events)
+        self.stages.scoring.forget([self._score_key(frame.source_id, track_id) for track_id in ended])
         state.live_ids = current
         return tracks
 
-    def _can_defer(self, state: _SourceState, track_id: int, timestamp_s: float) -> bool:
+    def _due_tracks(
+        self, frame: Frame, state: _SourceState, tracks: list[Track], rate_hz: float, *, defer: bool
+    ) -> list[Track]:
+        due = []
+        for track in tracks:
+            if track.state is not TrackState.CONFIRMED:
+                continue
+            entry = state.clocks.get(track.track_id)
+            if entry is None or entry.rate_hz != rate_hz:
+                last = entry.last_sample_s if entry is not None else None
+                entry = state.clocks[track.track_id] = _TrackClock(rate_hz, SampleClock(rate_hz), last)
+                if last is not None:
+                    entry.clock.mark(last)
+            if not entry.clock.is_due(frame.timestamp_s):
+                continue
+            if defer and self._can_defer(entry, frame.timestamp_s):
+                continue
+            entry.clock.mark(frame.timestamp_s)
+            entry.last_sample_s = frame.timestamp_s
+            due.append(track)
+        return due
+
+    def _can_defer(self, entry: _TrackClock, timestamp_s: float) -> bool:
         """True when a due sample may wait one frame to keep encoding off a detection frame.
 
-        Detection and encoding are the two expensive stages; a frame that runs both is the slow
-        tail of the latency. Detection runs on every N-th processed frame, so with N >= 2 the next
-        frame is detection-free and the wait is one frame; the scorer keeps its schedule across
-        such a small delay, so the sample rate does not drop. A track's first sample, or one
-        already two periods late, is not deferred.
+        Inline only: detection and encoding are the two expensive stages, and a frame that runs
+        both is the slow tail of the latency. Detection runs on every N-th frame, so with N >= 2
+        the next frame is detection-free and the wait is one frame; the sample clock keeps its
+        schedule across such a small delay, so the sample rate does not drop. A track's first
+        sample, or one already two periods late, is not deferred.
         """
         if self.detect_every_n_frames == 1:
             return False
-        last_s = state.last_sample_s.get(track_id)
-        return last_s is not None and timestamp_s - last_s < 2.0 / state.scorer.sample_rate_hz
+        last_s = entry.last_sample_s
+        return last_s is not None and timestamp_s - last_s < 2.0 / entry.rate_hz
 
-    def _encode(
-        self, crops: list[np.ndarray], timings: list[dict[str, float]], wanted: list[list[Track]]
-    ) -> np.ndarray:
-        if not crops:
-            return np.zeros((0, 512), dtype=np.float32)
-        batch = np.concatenate(crops, axis=0)
-        t0 = time.perf_counter()
-        embeddings = np.asarray(self._encoder.encode(batch), dtype=np.float32)
-        elapsed = _ms_since(t0)
-        if embeddings.shape[0] != batch.shape[0]:
-            raise ValueError(f"encoder returned {embeddings.shape[0]} embeddings for {batch.shape[0]} crops")
-        # The batch is shared: every frame that contributed crops waited for all of it.
-        for frame_timings, due in zip(timings, wanted, strict=True):
-            if due:
-                frame_timings["encode"] = elapsed
-        return embeddings
-
-    def _score(
-        self, frame: Frame, due: list[Track], embeddings: np.ndarray, timings: dict[str, float]
-    ) -> dict[int, Score]:
-        if not due:
-            return {}
-        t0 = time.perf_counter()
-        scorer = self._sources[frame.source_id].scorer
-        items = [(track.track_id, embeddings[j], frame.timestamp_s) for j, track in enumerate(due)]
-        scores = scorer.update_many(items)
-        timings["score"] = _ms_since(t0)
-        return {score.track_id: score for score in scores}
+    def _arrived_scores(self, source_id: str, tracks: list[Track], inline: bool) -> dict[int, Score]:
+        scores: dict[int, Score] = {}
+        for track in tracks:
+            delivered = self.stages.scoring.take(self._score_key(source_id, track.track_id))
+            if delivered is None:
+                continue
+            if not inline:
+                self.stages.shedder.observe_scoring(delivered.done_s - delivered.submitted_s)
+            # The scorer knows the track by the stages' id; results carry the tracker's.
+            scores[track.track_id] = dataclasses.replace(delivered.value, track_id=track.track_id)
+        return scores
 
     # -- end of run ------------------------------------------------------------------------
 
@@ -263,8 +381,11 @@ class Pipeline:
         state = self._sources.pop(source_id, None)
         if state is None:
             return events
+        self.stages.detection.forget([self._detect_key(source_id)])
+        self.stages.scoring.forget(
+            [self._score_key(source_id, track_id) for track_id in sorted(state.live_ids)]
+        )
         for track_id in sorted(state.live_ids):
-            state.scorer.forget(track_id)
             self.book.end_track(source_id, track_id, timestamp_s, events)
         return events
 
@@ -278,6 +399,10 @@ class Pipeline:
     def track_summaries(self) -> list[dict[str, Any]]:
         """Per track (ended and still live): frames, frames scored, final score and verdict."""
         return self.book.summaries()
+
+    def load(self) -> dict[str, object]:
+        """The shared stages' load figures (shedding level, batches, shed samples)."""
+        return self.stages.describe()
 
 
 def _check_image(frame: Frame) -> None:
