@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from engine.score import Score
-from engine.scorer import SampleClock
 from stream.contracts import Cropper, Detector, Encoder, Event, Frame, FrameResult, Scorer, Tracker
 from stream.live.alerts import AlertMonitor
 from stream.live.batching import ScoreRequest, SharedStages
@@ -104,7 +103,7 @@ class PipelineConfig:
 @dataclass
 class _TrackClock:
     rate_hz: float
-    clock: SampleClock
+    clock: Any  # engine.scorer.SampleClock: the scorer's own sampling rule
     last_sample_s: float | None = None
 
 
@@ -166,6 +165,10 @@ class Pipeline:
             )
         self.config = config or PipelineConfig()
         self.detect_every_n_frames = detect_every_n_frames
+        # engine.scorer imports torch; the config imports this module and must stay light.
+        from engine.scorer import SampleClock
+
+        self._sample_clock = SampleClock
         self.stages = stages
         self._owner = stages.new_owner()
         self._tracker_factory = tracker_factory
@@ -335,7 +338,7 @@ class Pipeline:
             entry = state.clocks.get(track.track_id)
             if entry is None or entry.rate_hz != rate_hz:
                 last = entry.last_sample_s if entry is not None else None
-                entry = state.clocks[track.track_id] = _TrackClock(rate_hz, SampleClock(rate_hz), last)
+                entry = state.clocks[track.track_id] = _TrackClock(rate_hz, self._sample_clock(rate_hz), last)
                 if last is not None:
                     entry.clock.mark(last)
             if not entry.clock.is_due(frame.timestamp_s):
