@@ -92,7 +92,10 @@ def render_clip(width: int, height: int, faces: int, seconds: float) -> list[np.
 
 def run_pipeline(components: PipelineComponents, frames: list[np.ndarray], *, paced: bool) -> dict[str, Any]:
     source = FrameReader(ClipGrabber(frames, CLIP_FPS), pace_realtime=paced, queue_size=4)
-    runner = Runner([source], components.new_pipeline(), [OverlaySink()], log_interval_s=3600)
+    # Paced like a camera, as deepwatch run --realtime does: the live pipeline (shared stages on
+    # worker threads); as fast as possible, the inline one (every frame's results complete).
+    pipeline = components.live_pipeline() if paced else components.new_pipeline()
+    runner = Runner([source], pipeline, [OverlaySink()], log_interval_s=3600)
     return runner.run().summary
 
 

@@ -11,8 +11,9 @@ late frames dropped and counted).
 - ``deepwatch``: one process runs all N streams through ``PipelineComponents.live_pipeline()``
   (what ``deepwatch run A B C D --realtime`` does): one detection batch and one encode + score
   batch for all streams, under the load-shedding rule.
-- ``naive``: N processes, each running one stream the same way (one ``deepwatch run`` per stream),
-  started together once all have loaded their models.
+- ``naive``: N processes, one per stream, each with its own models and the serial pipeline that
+  ``deepwatch run`` had before streams were batched (``new_pipeline()``: detection, encoding and
+  scoring inline in the one loop thread), started together once all have loaded their models.
 
 Models load before the sources start, so the figures cover the streams only. Per N, a list of
 ``{streams, per_stream_fps_min, dropped_pct_max, score_hz_min, latency_p50_ms, latency_p95_ms,
@@ -95,7 +96,7 @@ def make_clips(data: Path, count: int, folder: Path) -> list[Path]:
     return paths
 
 
-def child(clips: list[str], seconds: float) -> None:
+def child(clips: list[str], seconds: float, serial: bool) -> None:
     """Load the models, say ready, wait for go, run the clips as cameras, print the summary."""
     from stream.config import AppConfig
     from stream.live.app import load_components
@@ -122,7 +123,7 @@ def child(clips: list[str], seconds: float) -> None:
     timer.start()
     runner = Runner(
         sources,
-        components.live_pipeline(),
+        components.new_pipeline() if serial else components.live_pipeline(),
         [NullSink()],
         threshold=components.threshold,
         log_interval_s=3600,
@@ -137,9 +138,16 @@ def child(clips: list[str], seconds: float) -> None:
     print(json.dumps(summary), flush=True)
 
 
-def run_children(groups: list[list[Path]], seconds: float) -> list[dict[str, Any]]:
+def run_children(groups: list[list[Path]], seconds: float, *, serial: bool = False) -> list[dict[str, Any]]:
     """One child process per group of clips, all released together; their summaries."""
-    command = [sys.executable, __file__, "--child", "--seconds", str(seconds)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--seconds",
+        str(seconds),
+        *(["--serial"] if serial else []),
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     children = [
         subprocess.Popen(
@@ -214,11 +222,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per run (default 30)")
     parser.add_argument("--streams", type=int, nargs="*", default=list(STREAM_COUNTS), help="N values")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("clips", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         logging.basicConfig(level=logging.WARNING)
-        child(args.clips, args.seconds)
+        child(args.clips, args.seconds, args.serial)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     data = Path(os.environ.get("DEEPWATCH_DATA", DEFAULT_DATA))

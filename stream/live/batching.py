@@ -121,10 +121,11 @@ class BatchWorker(Generic[ItemT, ResultT]):
             self._lock.notify()
         return replaced
 
-    def pending(self, key: Hashable) -> bool:
-        """True while a request of ``key`` waits or runs and its result was not taken yet."""
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the next batch (one per key at most)."""
         with self._lock:
-            return key in self._pending or key in self._running or key in self._results
+            return len(self._pending)
 
     def take(self, key: Hashable) -> Delivered[ResultT] | None:
         """The result of ``key``'s latest finished request (once), or None."""

@@ -6,10 +6,13 @@ behind shows it as results that come back late, not as late frames. The rule wat
 shared workers take to return a request (turnaround) and whether requests were replaced before they
 ran (shed), over windows of ``WINDOW_S``:
 
-- behind: a scoring request was shed, or scoring turnaround (p90) exceeded one sample period, or
-  detection turnaround (p90) exceeded ``DETECTION_BUDGET_S``: go one level down;
-- calm: for ``CALM_WINDOWS`` windows in a row nothing was shed and both turnarounds stayed under
-  half their budget: go one level back up.
+- scoring behind: a scoring request was shed, or scoring turnaround (p90) exceeded one sample
+  period: go one level down (which stretches detection while it can, else lowers the rate);
+- detection behind: detection turnaround (p90) exceeded ``DETECTION_BUDGET_S``: stretch the
+  detection interval one step, if it can still grow (a slow detector never lowers the sampling);
+- calm: for ``CALM_WINDOWS`` windows in a row nothing was shed and scoring turnaround stayed under
+  half a period (and, to shorten the detection interval again, detection under half its budget):
+  go one level back up.
 
 The levels, in order: first each stream's detection interval grows (base N, then 2N, ... up to
 ``max_detect_factor`` x N frames; the Kalman tracker predicts in between), then the sampling rate
@@ -82,6 +85,10 @@ class LoadShedder:
         if not levels:
             raise ValueError("LoadShedder needs at least one level")
         self.levels = levels
+        # The first levels only stretch detection (they keep the full sampling rate).
+        self._detection_levels = sum(
+            1 for level in levels if level.sample_rate_hz == levels[0].sample_rate_hz
+        )
         self._clock = clock
         self._lock = threading.Lock()
         self._index = 0
@@ -123,14 +130,17 @@ class LoadShedder:
         score_budget_s = 1.0 / level.sample_rate_hz
         detect_p90 = _p90(self._detect_turnarounds)
         score_p90 = _p90(self._score_turnarounds)
-        behind = self._shed > 0 or score_p90 > score_budget_s or detect_p90 > DETECTION_BUDGET_S
-        calm = not behind and score_p90 < score_budget_s / 2 and detect_p90 < DETECTION_BUDGET_S / 2
-        if behind:
+        scoring_behind = self._shed > 0 or score_p90 > score_budget_s
+        detection_behind = detect_p90 > DETECTION_BUDGET_S
+        scoring_calm = not scoring_behind and score_p90 < score_budget_s / 2
+        detection_calm = detect_p90 < DETECTION_BUDGET_S / 2
+        last_detection_level = self._detection_levels - 1
+        if scoring_behind or (detection_behind and self._index < last_detection_level):
             self._calm_windows = 0
             if self._index < len(self.levels) - 1:
                 self._index += 1
                 self.changes += 1
-        elif calm:
+        elif scoring_calm and (self._index > last_detection_level or detection_calm):
             self._calm_windows += 1
             if self._calm_windows >= CALM_WINDOWS and self._index > 0:
                 self._index -= 1

@@ -241,9 +241,23 @@ def test_shedder_goes_down_when_behind_and_back_up_only_after_calm_windows():
     # Calm (well under half of the 0.25 s period at 4 Hz): back one level per CALM_WINDOWS windows.
     levels = [window(0.01).level for _ in range(2 * CALM_WINDOWS)]
     assert levels == [4] * (CALM_WINDOWS - 1) + [3] + [3] * (CALM_WINDOWS - 1) + [2]
-    # A shed sample, or a slow detection, count as behind too.
+    # A shed sample counts as behind. With detection slow but scoring calm, the sampling rate
+    # comes back (level 3 -> 2) while the detection interval stays stretched (level 2 is kept).
     assert window(0.01, shed=1).level == 3
-    assert window(0.01, detect_turnaround_s=0.5).level == 4
+    slow_detection = [window(0.01, detect_turnaround_s=0.5).level for _ in range(CALM_WINDOWS + 2)]
+    assert slow_detection == [3] * (CALM_WINDOWS - 1) + [2, 2, 2]
+
+
+def test_a_slow_detector_only_stretches_the_detection_interval():
+    clock = FakeClock()
+    shedder = LoadShedder(shed_levels(3, 3, 8.0, 4.0), clock=clock)
+    levels = []
+    for _ in range(5):
+        shedder.observe_detection(0.5)
+        clock.now_s += WINDOW_S
+        shedder.observe_scoring(0.01)
+        levels.append((shedder.current.detect_every_n_frames, shedder.current.sample_rate_hz))
+    assert levels == [(6, 8.0), (9, 8.0), (9, 8.0), (9, 8.0), (9, 8.0)]
 
 
 def test_threaded_pipeline_follows_the_shed_level():
@@ -263,3 +277,47 @@ def test_threaded_pipeline_follows_the_shed_level():
     finally:
         stages.stop()
     assert stages.detection.items == 10  # every 4th of 40 frames
+
+
+def test_pipelines_of_two_sessions_share_the_encoder_batch_and_never_mix_results():
+    release = threading.Event()
+    first_batch = threading.Event()
+
+    class GatedEncoder(RecordingEncoder):
+        def encode(self, crops):
+            first_batch.set()
+            release.wait(_WAIT_S)
+            return super().encode(crops)
+
+    encoder = GatedEncoder()
+    stages = make_stages(encoder=encoder)
+    # Two browser sessions whose sources even share a name: their keys still differ.
+    session_a, session_b = make_pipeline(stages), make_pipeline(stages)
+    stages.start()
+    try:
+        index = 0
+        deadline = time.monotonic() + _WAIT_S
+        while not first_batch.is_set() and time.monotonic() < deadline:
+            session_a.process(stream_frame("cam", 10, index))
+            index += 1
+            time.sleep(0.005)
+        # The encoder holds session A's first batch; both sessions' next crops wait together.
+        while stages.scoring.waiting < 4 and time.monotonic() < deadline:
+            session_a.process(stream_frame("cam", 10, index))
+            session_b.process(stream_frame("cam", 40, index))
+            index += 1
+            time.sleep(0.005)
+        release.set()
+        ready: dict[tuple[str, int], float] = {}
+        while len(ready) < 4 and time.monotonic() < deadline:
+            for name, pipeline, fill in (("a", session_a, 10), ("b", session_b, 40)):
+                for face in pipeline.process(stream_frame("cam", fill, index)).faces:
+                    if face.ready:
+                        ready[(name, face.track_id)] = face.p_fake
+            index += 1
+            time.sleep(0.005)
+    finally:
+        release.set()
+        stages.stop()
+    assert encoder.batch_sizes[1] == 4  # 2 faces of session A and 2 of session B in one call
+    assert ready == pytest.approx({("a", 1): 0.11, ("a", 2): 0.12, ("b", 1): 0.41, ("b", 2): 0.42})
