@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
+# Samples of one track kept waiting while the scoring worker is busy. A track's accepted samples
+# must not be further apart than the scorer's max_gap_s (1 s) or its window starts afresh and
+# never fills; at 5-8 Hz, 8 samples cover that second. Beyond it the oldest is dropped (shed).
+MAX_WAITING_SAMPLES = 8
 # How long stop() waits for the worker thread to finish its batch, seconds.
 _STOP_TIMEOUT_S = 10.0
 
@@ -61,13 +65,18 @@ class BatchWorker(Generic[ItemT, ResultT]):
 
     ``submit``, ``forget`` and ``take`` may be called from any thread. ``run_pending`` runs one
     batch in the calling thread (inline use); ``start`` runs batches on a thread of its own until
-    ``stop``. ``run_batch`` gets ``[(key, item), ...]`` and returns one result per item, in order;
+    ``stop``. A key keeps up to ``max_waiting_per_key`` requests in order; a newer one beyond that
+    drops the oldest (counted as shed). ``run_batch`` gets ``[(key, item), ...]`` (a key appears
+    as often as it had requests waiting, in their order) and returns one result per item, in order;
     ``on_forget`` gets the keys whose state must be dropped, always on the thread that runs batches,
     before the next batch.
 
     Args:
         name: for logs and the thread name.
         run_batch: the batched stage.
+        max_waiting_per_key: 1 keeps only the newest request (detection: only the newest frame
+            matters); more keeps a track's samples in order while the worker catches up, so the
+            scorer's window has no gap the shedding rule did not choose.
         on_forget: drops per-key state of the stage (e.g. a scorer's window); None if there is none.
     """
 
@@ -77,12 +86,16 @@ class BatchWorker(Generic[ItemT, ResultT]):
         run_batch: Callable[[list[tuple[Hashable, ItemT]]], Sequence[ResultT]],
         *,
         on_forget: Callable[[list[Hashable]], None] | None = None,
+        max_waiting_per_key: int = 1,
     ) -> None:
+        if max_waiting_per_key < 1:
+            raise ValueError(f"max_waiting_per_key must be >= 1, got {max_waiting_per_key}")
+        self._max_waiting = max_waiting_per_key
         self.name = name
         self._run_batch = run_batch
         self._on_forget = on_forget
         self._lock = threading.Condition()
-        self._pending: dict[Hashable, tuple[ItemT, float]] = {}
+        self._pending: dict[Hashable, list[tuple[ItemT, float]]] = {}
         self._forgotten: list[Hashable] = []
         self._results: dict[Hashable, Delivered[ResultT]] = {}
         self._running: set[Hashable] = set()
@@ -113,19 +126,27 @@ class BatchWorker(Generic[ItemT, ResultT]):
             now = time.monotonic()
             replaced = 0
             for key, item in requests:
-                if key in self._pending:
+                waiting = self._pending.setdefault(key, [])
+                if len(waiting) >= self._max_waiting:
+                    del waiting[0]
                     replaced += 1
-                self._pending[key] = (item, now)
+                waiting.append((item, now))
             self.shed += replaced
             self.submitted += len(requests)
             self._lock.notify()
         return replaced
 
     @property
-    def waiting(self) -> int:
-        """Requests waiting for the next batch (one per key at most)."""
+    def waiting_keys(self) -> int:
+        """Keys with requests waiting for the next batch."""
         with self._lock:
             return len(self._pending)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the next batch."""
+        with self._lock:
+            return sum(len(waiting) for waiting in self._pending.values())
 
     def take(self, key: Hashable) -> Delivered[ResultT] | None:
         """The result of ``key``'s latest finished request (once), or None."""
@@ -153,7 +174,7 @@ class BatchWorker(Generic[ItemT, ResultT]):
         """Run every pending request as one batch in the calling thread; returns how many ran."""
         with self._lock:
             forgotten, self._forgotten = self._forgotten, []
-            batch = list(self._pending.items())
+            batch = [(key, request) for key, waiting in self._pending.items() for request in waiting]
             self._pending.clear()
             self._running = {key for key, _ in batch}
         try:
@@ -174,7 +195,7 @@ class BatchWorker(Generic[ItemT, ResultT]):
             for (key, (_, submitted_s)), result in zip(batch, results, strict=True):
                 if key in self._forgotten:
                     continue  # forgotten while it ran: the stream or track is gone
-                self._results[key] = Delivered(result, submitted_s, done_s)
+                self._results[key] = Delivered(result, submitted_s, done_s)  # a key's latest wins
             self.batches += 1
             self.items += len(batch)
             self.busy_s += elapsed_s
@@ -268,7 +289,7 @@ class SharedStages:
         self.last_timings_ms: dict[str, float] = {}
         self.detection: BatchWorker[np.ndarray, list[Detection]] = BatchWorker("detection", self._detect)
         self.scoring: BatchWorker[ScoreRequest, Score] = BatchWorker(
-            "scoring", self._encode_and_score, on_forget=self._forget
+            "scoring", self._encode_and_score, on_forget=self._forget, max_waiting_per_key=MAX_WAITING_SAMPLES
         )
 
     @property
@@ -319,16 +340,30 @@ class SharedStages:
             raise ValueError(f"encoder returned {embeddings.shape[0]} embeddings for {len(batch)} crops")
         self._timed("encode", started)
         started = time.perf_counter()
-        items = []
-        for (key, request), embedding in zip(batch, embeddings, strict=True):
-            scorer_id = self._scorer_ids.get(key)
-            if scorer_id is None:
-                scorer_id = self._scorer_ids[key] = self._next_scorer_id
-                self._next_scorer_id += 1
-            items.append((scorer_id, embedding, request.timestamp_s))
-        scores = self._scorer.update_many(items)
+        # A track with several samples waiting gets them in order: round r holds the r-th sample
+        # of every track (update_many takes a track once per call), one head call per round.
+        rounds: list[list[int]] = []
+        seen: dict[Hashable, int] = {}
+        for index, (key, _) in enumerate(batch):
+            position = seen.get(key, 0)
+            seen[key] = position + 1
+            if position == len(rounds):
+                rounds.append([])
+            rounds[position].append(index)
+        scores: list[Score | None] = [None] * len(batch)
+        for indices in rounds:
+            items = [(self._scorer_id(batch[i][0]), embeddings[i], batch[i][1].timestamp_s) for i in indices]
+            for i, score in zip(indices, self._scorer.update_many(items), strict=True):
+                scores[i] = score
         self._timed("score", started)
-        return scores
+        return [score for score in scores if score is not None]
+
+    def _scorer_id(self, key: Hashable) -> int:
+        scorer_id = self._scorer_ids.get(key)
+        if scorer_id is None:
+            scorer_id = self._scorer_ids[key] = self._next_scorer_id
+            self._next_scorer_id += 1
+        return scorer_id
 
     def _timed(self, stage: str, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0

@@ -13,7 +13,7 @@ import pytest
 
 from engine.score import Score
 from stream.contracts import Frame
-from stream.live.batching import BatchWorker, SharedStages, WorkerError
+from stream.live.batching import MAX_WAITING_SAMPLES, BatchWorker, ScoreRequest, SharedStages, WorkerError
 from stream.live.pipeline import Pipeline
 from stream.live.shedding import CALM_WINDOWS, WINDOW_S, LoadShedder, ShedLevel, shed_levels
 from tests.stream.fakes import RecordingEncoder, ScriptedDetector, ScriptedTracker
@@ -145,10 +145,11 @@ def test_frames_never_wait_for_a_blocked_encoder_and_stale_samples_are_shed():
             time.sleep(0.005)
         assert started.is_set()
         # The encoder is stuck on the first batch: every later frame still comes back at once,
-        # without scores, and each track keeps only its newest waiting sample.
+        # without scores, and each track keeps at most MAX_WAITING_SAMPLES samples waiting.
         results = [pipeline.process(stream_frame("a", 10, i)) for i in range(index, index + 30)]
         assert all(len(r.faces) == 2 and not any(f.ready for f in r.faces) for r in results)
         assert stages.scoring.shed > 0
+        assert stages.scoring.waiting == 2 * MAX_WAITING_SAMPLES
         assert stages.describe()["samples_shed"] == stages.scoring.shed
     finally:
         release.set()
@@ -284,7 +285,12 @@ def test_pipelines_of_two_sessions_share_the_encoder_batch_and_never_mix_results
     first_batch = threading.Event()
 
     class GatedEncoder(RecordingEncoder):
+        def __init__(self):
+            super().__init__()
+            self.fills: list[set[int]] = []
+
         def encode(self, crops):
+            self.fills.append({int(value) for value in crops[:, 0, 0, 0]})
             first_batch.set()
             release.wait(_WAIT_S)
             return super().encode(crops)
@@ -302,7 +308,7 @@ def test_pipelines_of_two_sessions_share_the_encoder_batch_and_never_mix_results
             index += 1
             time.sleep(0.005)
         # The encoder holds session A's first batch; both sessions' next crops wait together.
-        while stages.scoring.waiting < 4 and time.monotonic() < deadline:
+        while stages.scoring.waiting_keys < 4 and time.monotonic() < deadline:
             session_a.process(stream_frame("cam", 10, index))
             session_b.process(stream_frame("cam", 40, index))
             index += 1
@@ -319,5 +325,18 @@ def test_pipelines_of_two_sessions_share_the_encoder_batch_and_never_mix_results
     finally:
         release.set()
         stages.stop()
-    assert encoder.batch_sizes[1] == 4  # 2 faces of session A and 2 of session B in one call
+    assert encoder.fills[1] == {11, 12, 41, 42}  # 2 faces of session A and 2 of session B in one call
     assert ready == pytest.approx({("a", 1): 0.11, ("a", 2): 0.12, ("b", 1): 0.41, ("b", 2): 0.42})
+
+
+def test_waiting_samples_of_a_track_are_scored_in_order_in_rounds():
+    scorer = EchoScorer()
+    stages = make_stages(scorer=scorer)
+    crop = np.full((160, 160, 3), 7, dtype=np.uint8)
+    for timestamp_s in (0.0, 0.1, 0.2):
+        stages.scoring.submit(("p", "cam", 1), ScoreRequest(crop, timestamp_s))
+    stages.scoring.submit(("p", "cam", 2), ScoreRequest(crop, 0.1))
+    assert stages.scoring.run_pending() == 4
+    # Three rounds of update_many (a track at most once per call), the first with both tracks.
+    assert [len(call) for call in scorer.calls] == [2, 1, 1]
+    assert stages.scoring.take(("p", "cam", 1)).value.timestamp_s == 0.2  # the latest is kept
