@@ -23,24 +23,19 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Run as a script, this folder is first on sys.path, where benchmarks/tracking.py would shadow
-# the tracking package.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-
-from stream.app import PipelineComponents, load_components  # noqa: E402
-from stream.config import AppConfig  # noqa: E402
-from stream.frame import Frame  # noqa: E402
-from stream.results import FrameResult  # noqa: E402
-from stream.runner import Runner  # noqa: E402
-from stream.sources.demo import render_demo_frame  # noqa: E402
-from stream.sources.reader import FrameReader  # noqa: E402
-from stream.sources.source import GrabbedImage  # noqa: E402
+from stream.config import AppConfig
+from stream.contracts import Event, Frame, FrameResult
+from stream.live.app import PipelineComponents, load_components
+from stream.live.runner import Runner
+from stream.sources.demo import render_demo_frame
+from stream.sources.reader import FrameReader
+from stream.sources.source import GrabbedImage
 
 CLIP_FPS = 30.0
 SIZES = ((640, 480), (1280, 720))
@@ -84,6 +79,9 @@ class OverlaySink:
     def write(self, result: FrameResult, annotated: np.ndarray | None) -> None:
         pass
 
+    def write_events(self, events: Sequence[Event]) -> None:
+        pass  # not measured
+
     def close(self) -> None:
         pass
 
@@ -94,7 +92,10 @@ def render_clip(width: int, height: int, faces: int, seconds: float) -> list[np.
 
 def run_pipeline(components: PipelineComponents, frames: list[np.ndarray], *, paced: bool) -> dict[str, Any]:
     source = FrameReader(ClipGrabber(frames, CLIP_FPS), pace_realtime=paced, queue_size=4)
-    runner = Runner([source], components.new_pipeline(), [OverlaySink()], log_interval_s=3600)
+    # Paced like a camera, as deepwatch run --realtime does: the live pipeline (shared stages on
+    # worker threads); as fast as possible, the inline one (every frame's results complete).
+    pipeline = components.live_pipeline() if paced else components.new_pipeline()
+    runner = Runner([source], pipeline, [OverlaySink()], log_interval_s=3600)
     return runner.run().summary
 
 

@@ -18,24 +18,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
-# Run as a script, this folder is first on sys.path, where benchmarks/tracking.py would shadow
-# the tracking package.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-import psutil  # noqa: E402
-
-from stream.app import load_components  # noqa: E402
-from stream.config import AppConfig, load_config  # noqa: E402
-from stream.overlay import OverlayStatus, draw_overlay  # noqa: E402
-from stream.results import FrameResult  # noqa: E402
-from stream.runner import Runner  # noqa: E402
-from stream.sources import open_source  # noqa: E402
-from stream.sources.demo import write_demo_video  # noqa: E402
-from stream.sources.reader import FrameReader  # noqa: E402
+from stream.config import AppConfig, load_config
+from stream.contracts import Event, FrameResult
+from stream.live.app import load_components
+from stream.live.overlay import OverlayStatus, draw_overlay
+from stream.live.runner import Runner
+from stream.sources import open_source
+from stream.sources.demo import write_demo_video
+from stream.sources.reader import FrameReader
 
 DEFAULT_CLIP = Path(os.environ.get("DEEPWATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DEFAULT_CLIP = DEFAULT_CLIP / "real" / "retalking_face1.mp4"
@@ -82,6 +79,9 @@ class MinuteReport:
         self._latencies, self._frames = [], 0
         self._period_started = now
         self._dropped_at_start = dropped
+
+    def write_events(self, events: Sequence[Event]) -> None:
+        pass  # not measured
 
     def close(self) -> None:
         self.flush(time.monotonic())

@@ -123,7 +123,7 @@ class PassthroughPipeline:
         self.source_id = source_id
 
     def process(self, frame: Any) -> Any:
-        from stream.results import FrameResult
+        from stream.contracts import FrameResult
 
         return FrameResult(frame=frame, faces=(), events=(), timings_ms={"total": 0.0})
 
@@ -168,10 +168,9 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from stream.app import load_components
     from stream.config import AppConfig, load_config
+    from stream.live.app import load_components
     from stream.server.app import create_app
-    from stream.server.live import live_pipeline_factory
     from stream.server.options import ServerOptions
     from stream.server.peer import overlay_annotator
 
@@ -179,7 +178,7 @@ def main() -> int:
     components = load_components(config) if args.pipeline == "real" else None
     app = create_app(
         ServerOptions(port=0, allow_loopback_ice=True),
-        pipeline_factory=live_pipeline_factory(components) if components is not None else PassthroughPipeline,
+        pipeline_factory=components.session_pipeline if components is not None else PassthroughPipeline,
         annotate=overlay_annotator(components.threshold if components is not None else 0.5),
     )
     per_minute: list[dict[str, Any]] = []

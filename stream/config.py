@@ -16,9 +16,9 @@ import yaml
 
 from engine.config import EncoderConfig
 from engine.scorer_config import ScorerConfig
-from stream.alerts import AlertConfig
+from stream.live.alerts import AlertConfig
+from stream.live.pipeline import PipelineConfig
 from stream.output_config import OutputConfig
-from stream.pipeline import PipelineConfig
 from stream.server.options import ServerConfig
 from stream.sources.config import SourceConfig
 from tracking.config import CropConfig, DetectorConfig, TrackerConfig

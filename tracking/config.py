@@ -37,7 +37,7 @@ class DetectorConfig:
             the minimum confidence of a returned detection.
         pyramid_factor: ratio between successive image-pyramid scales; smaller means fewer P-Net
             passes (faster) and coarser size steps. 0.6 (MTCNN's paper uses 0.709) costs about 30%
-            less CPU with the same box jitter on the talking-head clips (benchmarks/tracking.py).
+            less CPU with the same box jitter on the talking-head clips (benchmarks/face_tracking.py).
         max_side_px: frames whose longer side exceeds this are downscaled to it before detection
             and the boxes and landmarks mapped back; None detects at full resolution. P-Net's
             first (costliest) pyramid level is the frame scaled by 12 / min_face_size_px, so this
@@ -98,7 +98,7 @@ class TrackerConfig:
             reported box closes the jump evenly over the frames until the next detection (the
             Kalman state itself, used for matching, is corrected at once). No effect at N = 1.
 
-    The noise defaults were tuned on the talking-head clips (benchmarks/tracking.py): at N = 1
+    The noise defaults were tuned on the talking-head clips (benchmarks/face_tracking.py): at N = 1
     they make the tracked box at least 2x steadier than MTCNN's on every clip while the box
     stays within a few percent of the face's size of the raw detections.
     """
@@ -147,7 +147,7 @@ class CropConfig:
         mode: "aligned" maps the track's 5 landmarks onto a fixed template with a similarity
             transform (rotation, scale, shift); "box" cuts a square around the box centre.
             Tracks without landmarks fall back to "box". "aligned" is the default because it
-            gives the steadier encoder input: on the 23 talking-head clips (benchmarks/tracking.py,
+            gives the steadier encoder input: on the 23 talking-head clips (benchmarks/face_tracking.py,
             casia-webface encoder) the mean cosine distance between consecutive frames'
             embeddings is 0.0173 aligned versus 0.0182 box (lower on 16 of 23 clips), and the
             spread around each clip's mean embedding 0.0414 versus 0.0428.

@@ -168,7 +168,7 @@ def _make_sinks(output: OutputConfig, config: AppConfig, first_spec: str, first_
     if output.events_path:
         sinks.append(EventsSink(output.events_path))
     if config.alerts.webhook_url:
-        from stream.alerts import WebhookNotifier
+        from stream.sinks.webhook import WebhookNotifier
 
         notifier = WebhookNotifier(
             config.alerts.webhook_url,

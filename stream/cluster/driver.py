@@ -29,12 +29,11 @@ import numpy as np
 from stream.cluster.encoder_pool import PoolOptions, start_pool
 from stream.cluster.stages import StageFactory
 from stream.cluster.stream_worker import Cursor, StepResult, StreamSpec, StreamWorker
-from stream.frame import Frame
-from stream.overlay import OverlayStatus, draw_overlay
-from stream.results import Event, FrameResult
-from stream.runner import RunOutcome
+from stream.contracts import Event, Frame, FrameResult
+from stream.live.overlay import OverlayStatus, draw_overlay
+from stream.live.runner import RunOutcome
+from stream.live.stats import RunStats
 from stream.sinks.sink import Sink
-from stream.stats import RunStats
 
 logger = logging.getLogger(__name__)
 

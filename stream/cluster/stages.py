@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stream.config import AppConfig
-from stream.pipeline import Pipeline
-from stream.stages import Encoder
+from stream.contracts import Encoder
+from stream.live.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,13 @@ class StageFactory(Protocol):
 
 @dataclass(frozen=True)
 class AppStages:
-    """The real stages, as ``deepwatch run`` builds them in one process (``stream.app``)."""
+    """The real stages, as ``deepwatch run`` builds them in one process (``stream.live.app``)."""
 
     config: AppConfig
 
     def new_pipeline(self, encoder: Encoder) -> Pipeline:
         from engine.checkpoint import load_checkpoint
-        from stream.app import PipelineComponents
+        from stream.live.app import PipelineComponents
         from tracking import FaceDetector
 
         self._set_threads()

@@ -27,7 +27,7 @@ import numpy as np
 
 from stream.cluster.encoder_pool import PooledEncoder
 from stream.cluster.stages import StageFactory
-from stream.results import Event, FaceResult
+from stream.contracts import Event, FaceResult
 from stream.sources.config import SourceConfig
 from stream.sources.spec import open_source
 

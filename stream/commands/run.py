@@ -15,7 +15,15 @@ from stream.cluster.command import add_arguments as add_cluster_arguments
 from stream.cluster.command import run_on_ray
 from stream.config import AppConfig, ConfigError, load_config
 from stream.output_config import OutputConfig
-from stream.sinks import EventsSink, Sink, VideoFileSink, WebhookSink, WindowSink, write_summary
+from stream.sinks import (
+    EventsSink,
+    Sink,
+    VideoFileSink,
+    WebhookNotifier,
+    WebhookSink,
+    WindowSink,
+    write_summary,
+)
 from stream.sources import DEMO_SPEC, SPEC_HELP, FrameReader, SourceError, open_source
 from stream.sources.redact import install_log_redaction
 
@@ -76,19 +84,26 @@ def run(args: argparse.Namespace) -> int:
 
         config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
 
-    # Open the inputs first: a missing, corrupt or unreachable one is reported before the models load.
+    # Open the inputs first: a missing, corrupt or unreachable one is reported before the models
+    # load. With several, one that fails is reported for itself and the others run.
     started: list[FrameReader] = []
-    try:
-        for source in sources:
+    failed: dict[str, str] = {}
+    for source in sources:
+        try:
             source.start()
-            started.append(source)
-    except SourceError as error:
-        _stop_all(started)
-        return _fail(str(error), EXIT_FAILED)
+        except SourceError as error:
+            if len(sources) == 1:
+                return _fail(str(error), EXIT_FAILED)
+            failed[source.source_id] = str(error)
+            logger.error("%s", error)
+            continue
+        started.append(source)
+    if not started:
+        return _fail("; ".join(failed.values()), EXIT_FAILED)
 
     # Heavy imports (torch, facenet-pytorch) only once the inputs are known to be sound.
-    from stream.app import SetupError, load_components
-    from stream.runner import Runner
+    from stream.live.app import SetupError, load_components
+    from stream.live.runner import Runner
 
     try:
         components = load_components(config)
@@ -104,13 +119,16 @@ def run(args: argparse.Namespace) -> int:
     stop_event = threading.Event()
     runner = Runner(
         sources,
-        components.new_pipeline(),
+        # Live inputs never wait for the models: their detection and scoring run on the shared
+        # worker threads. Files read as fast as possible keep every frame's results complete.
+        components.live_pipeline() if any(source.live for source in started) else components.new_pipeline(),
         sinks,
         threshold=components.threshold,
         log_interval_s=output.log_interval_s,
         stop_event=stop_event,
         window=window,
         sources_started=True,
+        failed_at_start=failed,
     )
     previous_sigterm = _stop_on_sigterm(stop_event)
     try:
@@ -184,8 +202,6 @@ def _make_sinks(
     if output.events_path:
         sinks.append(EventsSink(output.events_path))
     if config.alerts.webhook_url:
-        from stream.alerts import WebhookNotifier
-
         notifier = WebhookNotifier(
             config.alerts.webhook_url,
             timeout_s=config.alerts.webhook_timeout_s,

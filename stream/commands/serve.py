@@ -96,10 +96,10 @@ def _serve(
 ) -> int:
     from aiohttp import web
 
-    from stream.app import SetupError, load_components
     from stream.config import AppConfig, ConfigError, load_config
+    from stream.live.app import SetupError, load_components
     from stream.server.app import create_app
-    from stream.server.live import live_pipeline_factory, source_openers
+    from stream.server.live import source_openers
     from stream.server.peer import overlay_annotator
 
     try:
@@ -115,7 +115,7 @@ def _serve(
     try:
         app = create_app(
             options,
-            pipeline_factory=live_pipeline_factory(components),
+            pipeline_factory=components.session_pipeline,
             annotate=overlay_annotator(components.threshold),
             sources=source_openers(source_specs, config.source),
         )

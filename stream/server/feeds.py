@@ -20,7 +20,7 @@ from typing import Protocol
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-from stream.frame import Frame
+from stream.contracts import Frame
 from stream.sources.source import Source, SourceError
 
 logger = logging.getLogger(__name__)

@@ -1,24 +1,17 @@
-"""Wiring the server to the real app: pipelines from loaded models, sources from specs."""
+"""Wiring the server to real inputs: server-side sources opened from their specs.
+
+Sessions get their pipelines from the factory the caller passes to ``create_app`` (``deepwatch
+serve`` passes ``PipelineComponents.session_pipeline``), so this package never imports the live
+chain's model loading or the app config.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stream.app import PipelineComponents
 from stream.server.app import SourceOpener
-from stream.server.peer import FramePipeline, PipelineFactory
 from stream.sources import SourceConfig, open_source
 from stream.sources.source import Source
-
-
-def live_pipeline_factory(components: PipelineComponents) -> PipelineFactory:
-    """A factory giving every session a fresh pipeline (own tracks and scorer state) over the
-    models loaded once in ``components``."""
-
-    def factory(source_id: str) -> FramePipeline:
-        return components.new_pipeline()
-
-    return factory
 
 
 def source_openers(specs: Mapping[str, str], config: SourceConfig) -> dict[str, SourceOpener]:

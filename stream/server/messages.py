@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from stream.results import Event, FaceResult, FrameResult
+from stream.contracts import Event, FaceResult, FrameResult
 
 # A real browser offer is 3-12 kB; anything much bigger is not an SDP we want to parse.
 MAX_SDP_CHARS = 64 * 1024

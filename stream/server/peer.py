@@ -29,9 +29,8 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
-from stream.frame import Frame
-from stream.overlay import OverlayStatus, draw_overlay
-from stream.results import Event, FrameResult
+from stream.contracts import Event, Frame, FrameResult
+from stream.live.overlay import OverlayStatus, draw_overlay
 from stream.server.feeds import FeedEnded, FrameFeed, SourceFeed, TrackFeed
 from stream.server.messages import (
     Offer,
@@ -53,7 +52,7 @@ _FPS_SMOOTHING = 0.1
 
 
 class FramePipeline(Protocol):
-    """What a session needs from the pipeline (``stream.pipeline.Pipeline``): ``process`` once per
+    """What a session needs from the pipeline (``stream.live.pipeline.Pipeline``): ``process`` once per
     frame, in frame order, one call at a time; ``finish`` once at the end (it ends the tracks; the
     session is gone, so their events are only logged)."""
 
@@ -71,7 +70,7 @@ RGB) with the results drawn on it; runs on the session's executor thread."""
 
 
 def overlay_annotator(threshold: float = 0.5) -> Annotator:
-    """The standard annotator: ``stream.overlay.draw_overlay`` with the session's fps and drops."""
+    """The standard annotator: ``stream.live.overlay.draw_overlay`` with the session's fps and drops."""
 
     def annotate(result: FrameResult, fps: float, frames_dropped: int) -> np.ndarray:
         return draw_overlay(result, OverlayStatus(fps=fps, dropped_frames=frames_dropped), threshold)

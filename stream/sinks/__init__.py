@@ -3,13 +3,14 @@
 from stream.sinks.events import EventsSink, event_record, write_summary
 from stream.sinks.sink import Sink
 from stream.sinks.video_file import VideoFileSink
-from stream.sinks.webhook import WebhookSink
+from stream.sinks.webhook import WebhookNotifier, WebhookSink
 from stream.sinks.window import WindowSink
 
 __all__ = [
     "EventsSink",
     "Sink",
     "VideoFileSink",
+    "WebhookNotifier",
     "WebhookSink",
     "WindowSink",
     "event_record",

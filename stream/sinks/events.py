@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.results import Event, FrameResult
+from stream.contracts import Event, FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class EventsSink:
     def write(self, result: FrameResult, annotated: np.ndarray | None) -> None:
         self.write_events(result.events)
 
-    def write_events(self, events: tuple[Event, ...] | list[Event]) -> None:
+    def write_events(self, events: Sequence[Event]) -> None:
         if self._file.closed:
             raise ValueError(f"events file {self.path} is already closed")
         for event in events:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from stream.results import FrameResult
+from stream.contracts import Event, FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class VideoFileSink:
             annotated = cv2.resize(annotated, self._size)
         self._writer.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
         self.frames_written += 1
+
+    def write_events(self, events: Sequence[Event]) -> None:
+        pass  # events outside a frame have nothing to draw
 
     def close(self) -> None:
         if self._writer is not None:

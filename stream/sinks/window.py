@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from stream.results import FrameResult
+from stream.contracts import Event, FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class WindowSink:
         elif cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE) < 1:
             logger.info("window closed")
             self.closed = True
+
+    def write_events(self, events: Sequence[Event]) -> None:
+        pass  # events outside a frame have nothing to show
 
     def close(self) -> None:
         for name in self._windows.values():

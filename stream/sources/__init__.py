@@ -1,7 +1,7 @@
 """Video inputs: webcams, RTSP/HTTP streams, files, screen regions, image folders, the demo.
 
 ``open_source(spec)`` parses a command-line source string; every source runs one reader thread
-with an explicit ``start()``/``stop()`` and hands out ``stream.frame.Frame``s.
+with an explicit ``start()``/``stop()`` and hands out ``stream.contracts.Frame``s.
 """
 
 from stream.sources.config import SourceConfig

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 
-from stream.frame import Frame
+from stream.contracts import Frame
 from stream.sources.source import FrameGrabber, SourceError
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from stream.frame import Frame
+from stream.contracts import Frame
 
 
 class SourceError(RuntimeError):

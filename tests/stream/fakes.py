@@ -1,4 +1,4 @@
-"""Small fakes of the stages around the pipeline (they satisfy stream.stages' Protocols)."""
+"""Small fakes of the stages around the pipeline (they satisfy stream.contracts' Protocols)."""
 
 from __future__ import annotations
 
@@ -34,11 +34,16 @@ class ScriptedDetector:
     def __init__(self, boxes_for: Callable[[int], list[tuple[float, float, float, float]]]) -> None:
         self._boxes_for = boxes_for
         self.calls = 0
+        self.batch_sizes: list[int] = []
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         boxes = self._boxes_for(self.calls)
         self.calls += 1
         return [detection(*box) for box in boxes]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        self.batch_sizes.append(len(images))
+        return [self.detect(image) for image in images]
 
 
 class ScriptedTracker:

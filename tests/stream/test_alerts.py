@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import pytest
 
-from stream.alerts import AlertConfig, AlertMonitor, WebhookNotifier
+from stream.live.alerts import AlertConfig, AlertMonitor
+from stream.sinks.webhook import WebhookNotifier
 
 
 def feed(monitor: AlertMonitor, values: list[float], period_s: float = 0.5) -> list[float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from engine.calibration import Calibration
-from stream.app import PipelineComponents
 from stream.config import AppConfig
+from stream.live.app import PipelineComponents
 from tests.engine.test_checkpoint import make_checkpoint
 
 CALIBRATION = Calibration(

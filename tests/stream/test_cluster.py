@@ -22,10 +22,9 @@ import tests.stream.fakes as fakes
 from stream.cluster.driver import ClusterOptions, ClusterRun
 from stream.cluster.encoder_pool import PoolOptions
 from stream.cluster.stream_worker import StreamSpec
-from stream.pipeline import Pipeline
-from stream.results import FrameResult
+from stream.contracts import Encoder, FrameResult
+from stream.live.pipeline import Pipeline
 from stream.sinks import EventsSink
-from stream.stages import Encoder
 from tests.stream.videos import count_frames, write_demo_video
 
 # Ray resolves 127.0.0.1 to the machine's interface address when connecting to a cluster; this

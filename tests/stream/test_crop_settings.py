@@ -9,8 +9,8 @@ import torch
 
 from engine.checkpoint import CropSettings, ScorerCheckpoint
 from engine.heads import build_head
-from stream.app import SetupError, load_components
 from stream.config import load_config
+from stream.live.app import SetupError, load_components
 from tests.stream.conftest import assert_clean_failure, run_cli, small_config
 
 

@@ -7,9 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from stream.frame import Frame
-from stream.overlay import NOT_READY_RGB, PALETTE_RGB, OverlayStatus, draw_overlay, label_text, score_colour
-from stream.results import FaceResult, FrameResult
+from stream.contracts import FaceResult, Frame, FrameResult
+from stream.live.overlay import (
+    NOT_READY_RGB,
+    PALETTE_RGB,
+    OverlayStatus,
+    draw_overlay,
+    label_text,
+    score_colour,
+)
 
 
 def face(track_id=1, box=(100, 100, 200, 220), p=0.9, ready=True, verdict="FAKE", history=(), confirmed=True):

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from stream.alerts import AlertMonitor
-from stream.frame import Frame
-from stream.pipeline import Pipeline, PipelineConfig
+from stream.contracts import Frame
+from stream.live.alerts import AlertMonitor
+from stream.live.pipeline import Pipeline, PipelineConfig
+from stream.live.verdict import resolve_threshold
 from tests.stream.fakes import FixedRateScorer, RecordingEncoder, ScriptedDetector, ScriptedTracker, fake_crop
 from tracking import FaceTracker, TrackerConfig
 
@@ -152,8 +153,9 @@ def test_verdict_bands_and_config_threshold_override():
     verdicts = {face.track_id: face.verdict for face in pipeline.process(frames(1)[0]).faces}
     assert verdicts == {1: "REAL", 2: "UNSURE"}
     scorer2 = FixedRateScorer(p_for=lambda track_id, n: scores[track_id], min_samples=1)
+    config = PipelineConfig(threshold=0.3, uncertain_margin=0.05)
     pipeline2, _, _ = make_pipeline(
-        detector, scorer2, every=1, config=PipelineConfig(threshold=0.3, uncertain_margin=0.05), threshold=0.5
+        detector, scorer2, every=1, config=config, threshold=resolve_threshold(config.threshold, 0.5)
     )
     verdicts2 = {face.track_id: face.verdict for face in pipeline2.process(frames(1)[0]).faces}
     assert verdicts2 == {1: "REAL", 2: "FAKE"}
@@ -255,7 +257,7 @@ def test_encoding_moves_off_detection_frames_without_lowering_the_sample_rate():
 
 
 def test_calibrated_verdict_bands() -> None:
-    from stream.verdict import VerdictRule
+    from stream.live.verdict import VerdictRule
 
     rule = VerdictRule(0.7, margin=0.1, real_at_most=0.4)
     assert [rule.verdict(p, True) for p in (0.1, 0.4, 0.41, 0.7, 0.7001, 1.0)] == [
@@ -271,3 +273,8 @@ def test_calibrated_verdict_bands() -> None:
     assert VerdictRule(1.0, real_at_most=1.0).verdict(1.0, True) == "REAL"
     with pytest.raises(ValueError, match="real_at_most <= threshold"):
         VerdictRule(0.5, real_at_most=0.6)
+
+
+def test_threshold_is_resolved_in_one_place():
+    assert resolve_threshold(None, 0.42) == 0.42  # the checkpoint's calibrated threshold
+    assert resolve_threshold(0.7, 0.42) == 0.7  # the config's, when set

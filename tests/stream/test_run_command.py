@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stream.results import VERDICTS
+from stream.contracts import VERDICTS
 from tests.conftest import REPO_ROOT
 from tests.stream.conftest import assert_clean_failure, cli_command, interruptible, run_cli, small_config
 from tests.stream.videos import count_frames, write_demo_video
@@ -33,7 +33,15 @@ def test_run_on_a_generated_video_writes_all_outputs(tmp_path, checkpoint_args):
     assert report["stopped_by"] == "end"
     assert report["frames_processed"] == written == 30
     assert report["sources"] == [
-        {"source_id": "astronaut.mp4", "live": False, "frames_read": 30, "frames_dropped": 0, "error": None}
+        {
+            "source_id": "astronaut.mp4",
+            "live": False,
+            "frames_read": 30,
+            "frames_processed": 30,
+            "frames_dropped": 0,
+            "dropped_pct": 0.0,
+            "error": None,
+        }
     ]
     # One real face: one track, confirmed within the first detections, sampled at ~8 Hz.
     assert len(report["tracks"]) == 1

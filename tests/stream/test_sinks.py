@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from stream.frame import Frame
-from stream.results import Event, FrameResult
+from stream.contracts import Event, Frame, FrameResult
 from stream.sinks import EventsSink, VideoFileSink, write_summary
 from tests.stream.videos import count_frames
 

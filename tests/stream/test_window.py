@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from stream.overlay import PALETTE_RGB
+from stream.live.overlay import PALETTE_RGB
 from tests.conftest import REPO_ROOT, require_system
 from tests.stream.conftest import cli_command, interruptible, small_config
 from tests.stream.videos import first_frame, write_demo_video
 
-# The HUD's panel colour (stream.overlay._PANEL_RGB): dark grey behind the fps line.
+# The HUD's panel colour (stream.live.overlay._PANEL_RGB): dark grey behind the fps line.
 HUD_PANEL_RGB = (20, 20, 20)
 
 
@@ -31,26 +31,57 @@ def palette_pixels(image_rgb: np.ndarray) -> int:
     return int(matches.sum())
 
 
-def start_xvfb(display: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        ["Xvfb", f":{display}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    socket_path = Path(f"/tmp/.X11-unix/X{display}")
+def start_xvfb() -> tuple[subprocess.Popen, int]:
+    """Start Xvfb on a display number it picks itself; returns it once it accepts connections.
+
+    ``-displayfd``: Xvfb takes the first free display (atomically, by its lock file) and writes
+    the number to the pipe only once it listens, so two test runs on one machine never share a
+    server and no client connects before it is ready. ``-noreset``: by default an X server resets
+    when its last client disconnects, and a client connecting during the reset gets "Cannot
+    connect to display"; measured on the loaded 2-core machine, 61 of 300 connect-grab-disconnect
+    rounds failed that way without it, 0 of 300 with it. That was the flake of the screen test,
+    whose second ``open_source`` connects right after the first source's capture handle closed
+    (3 of 20 such open-close-open rounds failed without it, 0 of 20 with it).
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        server = subprocess.Popen(
+            [
+                "Xvfb",
+                "-displayfd",
+                str(write_fd),
+                "-noreset",
+                "-screen",
+                "0",
+                "1024x768x24",
+                "-nolisten",
+                "tcp",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_fd,),
+        )
+    finally:
+        os.close(write_fd)
+    # Read up to the newline: Xvfb writes the number and the newline separately and exits with
+    # "Cannot write display number" if the pipe is closed in between.
+    data = b""
     deadline = time.monotonic() + 20
-    while not socket_path.exists():
-        assert server.poll() is None, f"Xvfb exited: {server.stderr.read() if server.stderr else ''}"
-        assert time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.1)
-    return server
-
-
-def free_display() -> int:
-    for display in range(90, 140):
-        if not Path(f"/tmp/.X11-unix/X{display}").exists() and not Path(f"/tmp/.X{display}-lock").exists():
-            return display
-    raise AssertionError("no free X display number")
+    try:
+        while not data.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read_fd, 64) if ready else b""
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_fd)
+    number = data.decode().strip()
+    if not number.isdigit():
+        server.kill()
+        _, stderr = server.communicate(timeout=10)
+        raise AssertionError(f"Xvfb did not start within 20 s: {stderr.decode(errors='replace')}")
+    return server, int(number)
 
 
 @pytest.mark.slow
@@ -60,8 +91,7 @@ def test_window_shows_boxes_in_score_colours(tmp_path, checkpoint_args):
     write_demo_video(video, seconds=4.0, fps=10, width=640, height=480)
     baseline = palette_pixels(first_frame(video))
     events = tmp_path / "events.jsonl"
-    display = free_display()
-    xvfb = start_xvfb(display)
+    xvfb, display = start_xvfb()
     environment = {**os.environ, "DISPLAY": f":{display}", "QT_QPA_PLATFORM": "xcb"}
     run = subprocess.Popen(
         cli_command(
@@ -114,8 +144,7 @@ def test_screen_region_source_under_xvfb(monkeypatch):
     require_system("Xvfb", reason="the screen-capture test needs Xvfb")
     from stream.sources import SourceError, open_source
 
-    display = free_display()
-    xvfb = start_xvfb(display)
+    xvfb, display = start_xvfb()
     try:
         monkeypatch.setenv("DISPLAY", f":{display}")
         source = open_source("screen:10,20,320,240")
@@ -128,5 +157,5 @@ def test_screen_region_source_under_xvfb(monkeypatch):
         with pytest.raises(SourceError, match="lies outside the screen, which is 1024x768"):
             open_source("screen:900,700,320,240").start()
     finally:
-        xvfb.kill()
+        xvfb.terminate()  # lets Xvfb remove its lock file and socket
         xvfb.wait(timeout=10)

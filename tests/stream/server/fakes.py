@@ -14,8 +14,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from av import VideoFrame
 
-from stream.frame import Frame
-from stream.results import Event, FaceResult, FrameResult
+from stream.contracts import Event, FaceResult, Frame, FrameResult
 
 
 class BrightnessPipeline:

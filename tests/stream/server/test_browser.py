@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
-from stream.overlay import PALETTE_RGB
+from stream.live.overlay import PALETTE_RGB
 from tests.conftest import require_system
 from tests.stream.server.browser import (
     CHROMIUM,
@@ -59,8 +59,8 @@ def live_components(requirements: None, checkpoint_args: list[str]) -> Iterator[
     head from tests/stream/conftest.py: these tests check the server's mechanics, not accuracy."""
     from dataclasses import replace
 
-    from stream.app import load_components
     from stream.config import AppConfig, ModelConfig
+    from stream.live.app import load_components
 
     config = AppConfig()
     if checkpoint_args:
@@ -79,13 +79,13 @@ def face_y4m(requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture()
 def server(live_components: Any) -> Iterator[ServerThread]:
     from stream.server.app import create_app
-    from stream.server.live import live_pipeline_factory, source_openers
+    from stream.server.live import source_openers
     from stream.server.options import ServerOptions
     from stream.server.peer import overlay_annotator
 
     app = create_app(
         ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0, max_sessions=2),
-        pipeline_factory=live_pipeline_factory(live_components),
+        pipeline_factory=live_components.session_pipeline,
         annotate=overlay_annotator(live_components.threshold),
         sources=source_openers({"face-clip": str(FACE_CLIP)}, live_components.config.source),
     )

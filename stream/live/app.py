@@ -1,8 +1,11 @@
-"""Building the real pipeline (MTCNN, Kalman tracker, encoder, trained scorer) from an AppConfig.
+"""Building the real pipeline (MTCNN, Kalman tracker, encoder, trained scorer) from the app config.
 
 The heavy parts (detector, encoder, checkpoint) load once into ``PipelineComponents``; each
 ``new_pipeline()`` is then cheap, so a server can give every session its own pipeline (its own
 trackers and scorer state) while sharing the models. Nothing loads at import time.
+
+The app config (``stream.config.AppConfig``) sits above the live chain, so this module reads it
+through ``LiveSettings``, the sections it needs, declared as a Protocol.
 """
 
 from __future__ import annotations
@@ -10,20 +13,51 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 import engine
 from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
-from stream.alerts import AlertMonitor
+from engine.config import EncoderConfig
+from engine.scorer_config import ScorerConfig
 from stream.calibration import with_calibration
-from stream.config import AppConfig
-from stream.pipeline import Pipeline
+from stream.live.alerts import AlertConfig, AlertMonitor
+from stream.live.batching import SharedStages
+from stream.live.pipeline import Pipeline, PipelineConfig
+from stream.live.shedding import shed_levels
+from stream.live.verdict import resolve_threshold
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
+from tracking.config import CropConfig, DetectorConfig, TrackerConfig
 
 logger = logging.getLogger(__name__)
+
+
+class ModelSettings(Protocol):
+    @property
+    def checkpoint(self) -> str | None: ...
+
+
+class LiveSettings(Protocol):
+    """The sections of the app config the live chain is built from (``AppConfig`` has them)."""
+
+    @property
+    def detector(self) -> DetectorConfig: ...
+    @property
+    def tracker(self) -> TrackerConfig: ...
+    @property
+    def crop(self) -> CropConfig: ...
+    @property
+    def encoder(self) -> EncoderConfig: ...
+    @property
+    def model(self) -> ModelSettings: ...
+    @property
+    def scorer_overrides(self) -> dict[str, Any]: ...
+    @property
+    def pipeline(self) -> PipelineConfig: ...
+    @property
+    def alerts(self) -> AlertConfig: ...
 
 
 class SetupError(RuntimeError):
@@ -34,19 +68,19 @@ class SetupError(RuntimeError):
 class PipelineComponents:
     """The loaded models and config shared by every pipeline built from them.
 
-    Call ``close()`` at the end (it releases the encoder backend).
+    Call ``close()`` at the end (it stops the shared workers and releases the encoder backend).
     """
 
-    config: AppConfig
+    config: LiveSettings
     detector: FaceDetector
     encoder: engine.FaceEncoder
     checkpoint: ScorerCheckpoint
+    _shared: SharedStages | None = field(default=None, init=False, repr=False)
 
     @property
     def threshold(self) -> float:
         """The FAKE threshold in use: the config's, else the checkpoint's (calibrated: 5 % per track)."""
-        configured = self.config.pipeline.threshold
-        return configured if configured is not None else self.checkpoint.threshold
+        return resolve_threshold(self.config.pipeline.threshold, self.checkpoint.threshold)
 
     @property
     def real_threshold(self) -> float | None:
@@ -68,20 +102,61 @@ class PipelineComponents:
         return self.threshold
 
     def new_pipeline(self) -> Pipeline:
-        """A fresh pipeline (no tracks, no scorer state) over the shared models."""
+        """A fresh pipeline (no tracks, no scorer state) over the shared models, running its
+        detection and scoring batches inline: every frame's results are complete (files read
+        as fast as possible, where no frame may be lost and the run should be repeatable)."""
+        return self._pipeline(
+            SharedStages(
+                detector=self.detector,
+                encoder=self.encoder,
+                scorer=self.checkpoint.build_scorer(self._scorer_config()),
+                detect_every_n_frames=self.config.tracker.detect_every_n_frames,
+            )
+        )
+
+    def live_pipeline(self) -> Pipeline:
+        """A fresh pipeline attached to the one set of threaded shared stages (started on first
+        use): live streams and browser sessions, however many, share one detection batch and one
+        encode + score batch, under the load-shedding rule (``stream.live.shedding``)."""
+        if self._shared is None:
+            config = self.config
+            scorer_config = self._scorer_config()
+            levels = shed_levels(
+                config.tracker.detect_every_n_frames,
+                config.pipeline.max_detect_factor,
+                scorer_config.sample_rate_hz,
+                min(config.pipeline.min_sample_rate_hz, scorer_config.sample_rate_hz),
+            )
+            shared = SharedStages(
+                detector=self.detector,
+                encoder=self.encoder,
+                scorer=self.checkpoint.build_scorer(scorer_config),
+                levels=levels,
+                detect_every_n_frames=config.tracker.detect_every_n_frames,
+            )
+            shared.start()
+            self._shared = shared
+        return self._pipeline(self._shared)
+
+    def session_pipeline(self, source_id: str) -> Pipeline:
+        """The pipeline of one server session (a ``stream.server`` pipeline factory): a live
+        pipeline, so every session's faces go through the same batches."""
+        return self.live_pipeline()
+
+    def _scorer_config(self) -> ScorerConfig:
+        return self.checkpoint.scorer_config(**self.config.scorer_overrides)
+
+    def _pipeline(self, stages: SharedStages) -> Pipeline:
         config = self.config
-        scorer_config = self.checkpoint.scorer_config(**config.scorer_overrides)
         alerts = (
             AlertMonitor(self.alert_threshold, config.alerts.hysteresis, config.alerts.sustain_s)
             if config.alerts.enabled
             else None
         )
         return Pipeline(
-            detector=self.detector,
+            stages=stages,
             tracker_factory=lambda source_id: FaceTracker(config.tracker, source_id=source_id),
             crop=functools.partial(_crop, config=config),
-            encoder=self.encoder,
-            scorer_factory=lambda: self.checkpoint.build_scorer(scorer_config),
             detect_every_n_frames=config.tracker.detect_every_n_frames,
             config=config.pipeline,
             threshold=self.threshold,
@@ -103,14 +178,17 @@ class PipelineComponents:
         }
 
     def close(self) -> None:
+        if self._shared is not None:
+            self._shared.stop()
+            self._shared = None
         self.encoder.close()
 
 
-def _crop(image: np.ndarray, tracks: Sequence[Track], *, config: AppConfig) -> np.ndarray:
+def _crop(image: np.ndarray, tracks: Sequence[Track], *, config: LiveSettings) -> np.ndarray:
     return crop_faces(image, list(tracks), config.crop)
 
 
-def load_components(config: AppConfig) -> PipelineComponents:
+def load_components(config: LiveSettings) -> PipelineComponents:
     """Load the scorer checkpoint, the encoder it was trained with, and the detector.
 
     Raises:
@@ -136,7 +214,7 @@ def load_components(config: AppConfig) -> PipelineComponents:
         checkpoint.path,
         checkpoint.window_size,
         checkpoint.sample_rate_hz,
-        config.pipeline.threshold if config.pipeline.threshold is not None else checkpoint.threshold,
+        resolve_threshold(config.pipeline.threshold, checkpoint.threshold),
         encoder.weights_id,
         encoder.backend_name,
     )

@@ -1,7 +1,7 @@
 """Measure the tracking stage on the real clips: ids, id switches, box jitter, speed, crop stability.
 
-    python benchmarks/tracking.py --json            # everything, JSON on stdout
-    python benchmarks/tracking.py --max-frames 100  # quicker, human-readable
+    python benchmarks/face_tracking.py --json            # everything, JSON on stdout
+    python benchmarks/face_tracking.py --max-frames 100  # quicker, human-readable
 
 Data: the talking-head clips in ``$DEEPWATCH_DATA/real`` (default ``../shared/data/real``) and
 the street scene ``real/crowd_street.mp4``. Progress goes to stderr.
@@ -41,11 +41,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-
-# Run as ``python benchmarks/tracking.py``, Python puts benchmarks/ first on sys.path, where this
-# file would shadow the ``tracking`` package it measures.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
 
 from tracking import (
     CropConfig,

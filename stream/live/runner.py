@@ -1,8 +1,11 @@
 """The run loop: sources -> pipeline -> overlay -> sinks, until the inputs end or a stop request.
 
-One thread (the caller's) runs the pipeline; each source reads on its own thread. With several
-sources, the newest frame of each is gathered and processed in one ``process_batch`` call, so
-their face crops share one encoder batch.
+One thread (the caller's) runs the pipeline's per-frame work; each source reads on its own thread.
+With several sources, the newest frame of each is gathered and processed in one ``process_batch``
+call, so their requests share the detection and scoring batches (which run on the shared
+stages' worker threads for a live pipeline, see ``stream.live.pipeline``). A source that cannot
+be opened, or fails mid-run, is reported for that source only; the others go on. Frames a live
+source dropped are counted per source and shown in the periodic line and the summary.
 """
 
 from __future__ import annotations
@@ -12,18 +15,17 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from stream.frame import Frame
-from stream.overlay import OverlayStatus, draw_overlay
-from stream.results import Event, FrameResult
+from stream.contracts import Event, Frame, FrameResult
+from stream.live.overlay import OverlayStatus, draw_overlay
+from stream.live.stats import RunStats
 from stream.sinks.sink import Sink
 from stream.sources.source import Source, SourceError
-from stream.stats import RunStats
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +37,22 @@ _POLL_PAUSE_S = 0.002
 _MAX_LATENCY_SAMPLES = 8192
 
 
+class StopSwitch(Protocol):
+    """An output the user can close (the window): the run ends once ``closed`` is True."""
+
+    @property
+    def closed(self) -> bool: ...
+
+
 class RunPipeline(Protocol):
-    """What the loop needs from ``stream.pipeline.Pipeline``."""
+    """What the loop needs from ``stream.live.pipeline.Pipeline``."""
 
     stats: RunStats
+
+    @property
+    def worker_stats(self) -> RunStats | None: ...
+
+    def load(self) -> dict[str, object]: ...
 
     def process_batch(self, frames: Sequence[Frame]) -> list[FrameResult]: ...
 
@@ -76,7 +90,10 @@ class Runner:
         threshold: decision threshold drawn in the sparklines.
         log_interval_s: seconds between periodic INFO lines.
         stop_event: set from any thread to end the run cleanly.
-        window: a sink whose ``closed`` attribute ends the run when it becomes True (the window).
+        window: an output whose closing ends the run (the window), or None.
+        sources_started: the caller started the sources (``run`` then only stops them).
+        failed_at_start: source_id -> error of the sources the caller could not start; they are
+            reported in the summary and never read.
     """
 
     def __init__(
@@ -88,8 +105,9 @@ class Runner:
         threshold: float = 0.5,
         log_interval_s: float = 5.0,
         stop_event: threading.Event | None = None,
-        window: Any = None,
+        window: StopSwitch | None = None,
         sources_started: bool = False,
+        failed_at_start: Mapping[str, str] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("Runner needs at least one source, got none")
@@ -108,7 +126,9 @@ class Runner:
         self._latencies_ms: deque[float] = deque(maxlen=_MAX_LATENCY_SAMPLES)
         self._window_latencies_ms: list[float] = []
         self._last_timestamp_s: dict[str, float] = {}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, str] = dict(failed_at_start or {})
+        self._processed: dict[str, int] = {source_id: 0 for source_id in ids}
+        self._window_dropped: dict[str, int] = {source_id: 0 for source_id in ids}
         self._started_s = time.monotonic()
 
     def run(self) -> RunOutcome:
@@ -116,12 +136,14 @@ class Runner:
 
         Raises ``SourceError`` (after stopping what was started) if a source cannot be opened.
         """
-        started: list[Source] = list(self._sources) if self._sources_started else []
+        started: list[Source] = (
+            [source for source in self._sources if source.source_id not in self._errors]
+            if self._sources_started
+            else []
+        )
         try:
-            for source in self._sources:
-                if not self._sources_started:
-                    source.start()
-                    started.append(source)
+            if not self._sources_started:
+                started = self._start_sources()
             self._started_s = time.monotonic()
             stopped_by = self._loop()
         except KeyboardInterrupt:
@@ -144,13 +166,31 @@ class Runner:
             stopped_by=stopped_by, errors=list(self._errors.values()), summary=self.summary(stopped_by)
         )
 
+    def _start_sources(self) -> list[Source]:
+        """Start every source; one that cannot be opened is reported, the others go on. Raises
+        the first ``SourceError`` when none could be opened."""
+        started: list[Source] = []
+        first_error: SourceError | None = None
+        for source in self._sources:
+            try:
+                source.start()
+            except SourceError as error:
+                first_error = first_error or error
+                self._errors[source.source_id] = str(error)
+                logger.error("%s", error)
+                continue
+            started.append(source)
+        if not started and first_error is not None:
+            raise first_error
+        return started
+
     def _loop(self) -> str:
-        active = list(self._sources)
+        active = [source for source in self._sources if source.source_id not in self._errors]
         next_log_s = time.monotonic() + self._log_interval_s
         while active:
             if self.stop_event.is_set():
                 return "stop"
-            if self._window is not None and getattr(self._window, "closed", False):
+            if self._window is not None and self._window.closed:
                 return "window"
             frames: list[Frame] = []
             for source in list(active):
@@ -184,6 +224,7 @@ class Runner:
             frame = result.frame
             source = by_id[frame.source_id]
             self._last_timestamp_s[frame.source_id] = frame.timestamp_s
+            self._processed[frame.source_id] += 1
             annotated = None
             if self._annotate:
                 status = OverlayStatus(fps=self._pipeline.stats.fps(), dropped_frames=source.frames_dropped)
@@ -200,9 +241,7 @@ class Runner:
         if not events:
             return
         for sink in self._sinks:
-            write_events = getattr(sink, "write_events", None)
-            if write_events is not None:
-                write_events(events)
+            sink.write_events(events)
         for event in events:
             if event.kind == "track_end":
                 logger.info(
@@ -223,6 +262,9 @@ class Runner:
 
     def _log_progress(self) -> None:
         fps, stages = self._pipeline.stats.take_window()
+        worker_stats = self._pipeline.worker_stats
+        if worker_stats is not None:
+            stages |= worker_stats.take_window()[1]
         parts = [f"fps {fps:.1f}"]
         for stage in ("detect", "track", "crop", "encode", "score", "total"):
             if stage in stages:
@@ -232,8 +274,17 @@ class Runner:
             p50, p95 = np.percentile(self._window_latencies_ms, [50, 95])
             parts.append(f"capture-to-output {p50:.0f}/{p95:.0f} ms")
             self._window_latencies_ms = []
-        dropped = sum(source.frames_dropped for source in self._sources)
-        parts.append(f"dropped {dropped}")
+        dropped = []
+        for source in self._sources:
+            new = source.frames_dropped - self._window_dropped[source.source_id]
+            self._window_dropped[source.source_id] = source.frames_dropped
+            dropped.append(f"{source.source_id} {new}")
+        parts.append("dropped " + ", ".join(dropped))
+        load = self._pipeline.load()
+        parts.append(
+            f"load level {load['level']} (detect every {load['detect_every_n_frames']}, "
+            f"sample {load['sample_rate_hz']:g} Hz, {load['samples_shed']} samples shed)"
+        )
         logger.info("%s (p50/p95)", " | ".join(parts))
 
     def summary(self, stopped_by: str) -> dict[str, Any]:
@@ -243,20 +294,31 @@ class Runner:
             p50, p95 = np.percentile(np.fromiter(self._latencies_ms, dtype=np.float64), [50, 95])
             latency = {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
         stats = self._pipeline.stats.as_dict()
+        worker_stats = self._pipeline.worker_stats
         elapsed_s = time.monotonic() - self._started_s
         return {
             "stopped_by": stopped_by,
             "elapsed_s": round(elapsed_s, 3),
             "frames_processed": stats["frames"],
             "fps": round(stats["frames"] / elapsed_s, 2) if elapsed_s > 0 else math.nan,  # type: ignore[operator]
-            "stage_latency_ms": stats["latency_ms"],
+            "stage_latency_ms": stats["latency_ms"]
+            | (
+                worker_stats.as_dict()["latency_ms"] if worker_stats is not None else {}  # type: ignore[operator]
+            ),
+            "load": self._pipeline.load(),
             "capture_to_output_ms": latency,
             "sources": [
                 {
                     "source_id": source.source_id,
                     "live": source.live,
                     "frames_read": source.frames_read,
+                    "frames_processed": self._processed[source.source_id],
                     "frames_dropped": source.frames_dropped,
+                    "dropped_pct": (
+                        round(100.0 * source.frames_dropped / source.frames_read, 2)
+                        if source.frames_read
+                        else 0.0
+                    ),
                     "error": self._errors.get(source.source_id),
                 }
                 for source in self._sources

@@ -40,7 +40,7 @@ class VerdictRule:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin!r}")
 
     def verdict(self, p_fake: float, ready: bool) -> str:
-        """One of ``stream.results.VERDICTS``; UNSURE while the score is not ready or NaN."""
+        """One of ``stream.contracts.VERDICTS``; UNSURE while the score is not ready or NaN."""
         if not ready or math.isnan(p_fake):
             return "UNSURE"
         if self.real_at_most is not None:
@@ -52,3 +52,9 @@ class VerdictRule:
         if p_fake < self.threshold - self.margin:
             return "REAL"
         return "UNSURE"
+
+
+def resolve_threshold(configured: float | None, calibrated: float) -> float:
+    """The decision threshold in use: the configured one (``pipeline.threshold``) when set, else the
+    checkpoint's calibrated one. The one place this rule lives; everything else takes its result."""
+    return configured if configured is not None else calibrated

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.results import FaceResult, FrameResult
+from stream.contracts import FaceResult, FrameResult
 
 # RGB colours. Steps of 0.1 keep the palette small and exact (see the module docstring).
 _PALETTE_STEPS = 10

@@ -1,0 +1,281 @@
+"""Many streams on one machine: N = 1, 2, 4, 8 cameras in one process, against one process each.
+
+    python benchmarks/streams.py --json             # everything, JSON on stdout
+    python benchmarks/streams.py --streams 4 --seconds 20
+
+The inputs are talking-head clips from ``$DEEPWATCH_DATA/real`` (default ``../shared/data/real``),
+re-encoded into a temporary folder as 640 x 480 at 15 fps and played as cameras
+(``open_source(..., realtime=True, loop=True)``: paced at their frame rate, newest frame wins,
+late frames dropped and counted).
+
+- ``deepwatch``: one process runs all N streams through ``PipelineComponents.live_pipeline()``
+  (what ``deepwatch run A B C D --realtime`` does): one detection batch and one encode + score
+  batch for all streams, under the load-shedding rule.
+- ``naive``: N processes, one per stream, each with its own models and the serial pipeline that
+  ``deepwatch run`` had before streams were batched (``new_pipeline()``: detection, encoding and
+  scoring inline in the one loop thread), started together once all have loaded their models.
+
+Models load before the sources start, so the figures cover the streams only. Per N, a list of
+``{streams, per_stream_fps_min, dropped_pct_max, score_hz_min, latency_p50_ms, latency_p95_ms,
+frames_total}``: the slowest stream's processed frames per second, the worst stream's share of
+frames dropped, the least-scored face's scorer updates per second (tracks seen for >= 2 s),
+capture-to-output latency over all frames (for ``naive``, the worst process's percentile), and
+all streams' processed frames together. Goal on a 2-core CPU: 4 streams each at >= 90 % of its
+frames, every face scored >= 4 Hz, p95 <= 150 ms, and >= 2x the naive total at N = 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.contracts import Frame, FrameResult
+
+WIDTH, HEIGHT, FPS = 640, 480, 15.0
+CLIP_SECONDS = 20
+STREAM_COUNTS = (1, 2, 4, 8)
+# A face counted for score_hz must have been tracked this long, seconds: shorter tracks are the
+# tracker's false starts, whose rate says nothing about scheduling.
+MIN_TRACK_S = 2.0
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+class NullSink:
+    """Makes the runner draw the overlay on every frame (as a window or a page would), keeps nothing."""
+
+    needs_annotated = True
+
+    def write(self, result: FrameResult, annotated: np.ndarray | None) -> None:
+        pass
+
+    def write_events(self, events: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_clips(data: Path, count: int, folder: Path) -> list[Path]:
+    """``count`` 640 x 480, 15 fps, 20 s clips from the talking-head videos (looped if short)."""
+    import cv2
+
+    videos = sorted(p for p in (data / "real").glob("*.mp4") if p.name != "crowd_street.mp4")
+    if not videos:
+        raise SystemExit(f"no talking-head clips in {data / 'real'}; set DEEPWATCH_DATA")
+    paths = []
+    for index in range(count):
+        video = videos[index % len(videos)]
+        capture = cv2.VideoCapture(str(video))
+        source_fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        frames = []
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            frames.append(image)
+        capture.release()
+        path = folder / f"stream{index}.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+        for frame_index in range(round(CLIP_SECONDS * FPS)):
+            image = frames[int(frame_index / FPS * source_fps) % len(frames)]
+            writer.write(cv2.resize(image, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
+        writer.release()
+        paths.append(path)
+    return paths
+
+
+def child(clips: list[str], seconds: float, serial: bool) -> None:
+    """Load the models, say ready, wait for go, run the clips as cameras, print the summary."""
+    from stream.config import AppConfig
+    from stream.live.app import load_components
+    from stream.live.runner import Runner
+    from stream.sources import open_source
+
+    config = AppConfig()
+    components = load_components(config)
+    warm = components.new_pipeline()
+    rng = np.random.default_rng(0)
+    for index in range(6):  # first calls of MTCNN, the encoder and the scorer are slow
+        image = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        warm.process(Frame(image, index, index / FPS, "warm-up"))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    sources = [
+        open_source(path, config.source, realtime=True, loop=True, source_id=f"stream{i}")
+        for i, path in enumerate(clips)
+    ]
+    for source in sources:
+        source.start()
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    runner = Runner(
+        sources,
+        components.new_pipeline() if serial else components.live_pipeline(),
+        [NullSink()],
+        threshold=components.threshold,
+        log_interval_s=3600,
+        stop_event=stop,
+        sources_started=True,
+    )
+    try:
+        summary = runner.run().summary
+    finally:
+        timer.cancel()
+        components.close()
+    print(json.dumps(summary), flush=True)
+
+
+def run_children(groups: list[list[Path]], seconds: float, *, serial: bool = False) -> list[dict[str, Any]]:
+    """One child process per group of clips, all released together; their summaries."""
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--seconds",
+        str(seconds),
+        *(["--serial"] if serial else []),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    children = [
+        subprocess.Popen(
+            [*command, *map(str, group)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        for group in groups
+    ]
+    try:
+        for process in children:
+            line = process.stdout.readline() if process.stdout else ""
+            if line.strip() != "ready":
+                raise RuntimeError(f"a benchmark child failed to start (said {line!r})")
+        for process in children:
+            if process.stdin:
+                process.stdin.write("go\n")
+                process.stdin.flush()
+        summaries = []
+        for process in children:
+            out, _ = process.communicate(timeout=seconds + 120)
+            summaries.append(json.loads(out.strip().splitlines()[-1]))
+        return summaries
+    finally:
+        for process in children:
+            if process.poll() is None:
+                process.kill()
+
+
+def figures(streams: int, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of one N from the children's run summaries."""
+    sources = [entry for summary in summaries for entry in summary["sources"]]
+    fps = [
+        entry["frames_processed"] / summary["elapsed_s"]
+        for summary in summaries
+        for entry in summary["sources"]
+    ]
+    tracks = [
+        track
+        for summary in summaries
+        for track in summary["tracks"]
+        if track["last_timestamp_s"] - track["first_timestamp_s"] >= MIN_TRACK_S
+    ]
+    score_hz = [t["frames_scored"] / (t["last_timestamp_s"] - t["first_timestamp_s"]) for t in tracks]
+    p50 = [
+        s["capture_to_output_ms"]["p50"] for s in summaries if s["capture_to_output_ms"]["p50"] is not None
+    ]
+    p95 = [
+        s["capture_to_output_ms"]["p95"] for s in summaries if s["capture_to_output_ms"]["p95"] is not None
+    ]
+    return {
+        "streams": streams,
+        "per_stream_fps_min": round(min(fps), 2),
+        "dropped_pct_max": round(max(entry["dropped_pct"] for entry in sources), 2),
+        "score_hz_min": round(min(score_hz), 2) if score_hz else None,
+        "latency_p50_ms": max(p50) if p50 else None,
+        "latency_p95_ms": max(p95) if p95 else None,
+        "frames_total": sum(entry["frames_processed"] for entry in sources),
+        "faces_scored": len(tracks),
+        "load": [summary.get("load") for summary in summaries] if len(summaries) == 1 else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured time per run (default 30)")
+    parser.add_argument("--streams", type=int, nargs="*", default=list(STREAM_COUNTS), help="N values")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("clips", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        logging.basicConfig(level=logging.WARNING)
+        child(args.clips, args.seconds, args.serial)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    data = Path(os.environ.get("DEEPWATCH_DATA", DEFAULT_DATA))
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="deepwatch-streams-") as folder:
+        clips = make_clips(data, max(args.streams), Path(folder))
+        rows: dict[str, list[dict[str, Any]]] = {"deepwatch": [], "naive": []}
+        for streams in args.streams:
+            logging.info("N = %d: one process", streams)
+            rows["deepwatch"].append(figures(streams, run_children([clips[:streams]], args.seconds)))
+            logging.info("N = %d: %d processes", streams, streams)
+            rows["naive"].append(
+                figures(streams, run_children([[clip] for clip in clips[:streams]], args.seconds))
+            )
+    result: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "note": "shared machine: other jobs ran during the measurement",
+        },
+        "seconds_per_run": args.seconds,
+        "clip": {"width": WIDTH, "height": HEIGHT, "fps": FPS},
+        **rows,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    by_n = {row["streams"]: row for row in rows["deepwatch"]}
+    naive_by_n = {row["streams"]: row for row in rows["naive"]}
+    if 4 in by_n:
+        row, naive_row = by_n[4], naive_by_n[4]
+        result["goals_at_4"] = {
+            "frames_kept_ge_90pct": row["per_stream_fps_min"] >= 0.9 * FPS,
+            "score_hz_ge_4": row["score_hz_min"] is not None and row["score_hz_min"] >= 4.0,
+            "p95_le_150ms": row["latency_p95_ms"] is not None and row["latency_p95_ms"] <= 150.0,
+            "total_vs_naive": round(row["frames_total"] / max(1, naive_row["frames_total"]), 2),
+        }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for name, table in rows.items():
+        print(name)
+        for row in table:
+            print("  " + ", ".join(f"{key} {value}" for key, value in row.items() if key != "load"))
+    if "goals_at_4" in result:
+        print("goals at N = 4:", result["goals_at_4"])
+
+
+if __name__ == "__main__":
+    main()
