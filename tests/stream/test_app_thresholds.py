@@ -31,8 +31,8 @@ def test_calibrated_checkpoint_sets_verdict_bands_and_alert_threshold() -> None:
     app = components(AppConfig(), calibrated=True)
     assert (app.threshold, app.real_threshold, app.alert_threshold) == (0.7, 0.6, 0.9)
     pipeline = app.new_pipeline()
-    assert pipeline.verdicts.threshold == 0.7 and pipeline.verdicts.real_at_most == 0.6
-    assert [pipeline.verdicts.verdict(p, True) for p in (0.6, 0.65, 0.71)] == ["REAL", "UNSURE", "FAKE"]
+    assert pipeline.book.verdicts.threshold == 0.7 and pipeline.book.verdicts.real_at_most == 0.6
+    assert [pipeline.book.verdicts.verdict(p, True) for p in (0.6, 0.65, 0.71)] == ["REAL", "UNSURE", "FAKE"]
 
 
 def test_a_configured_threshold_or_an_uncalibrated_model_uses_the_margin_rule() -> None:
@@ -40,6 +40,6 @@ def test_a_configured_threshold_or_an_uncalibrated_model_uses_the_margin_rule() 
     configured = dataclasses.replace(config, pipeline=dataclasses.replace(config.pipeline, threshold=0.5))
     app = components(configured, calibrated=True)
     assert (app.threshold, app.real_threshold, app.alert_threshold) == (0.5, None, 0.5)
-    assert app.new_pipeline().verdicts.real_at_most is None
+    assert app.new_pipeline().book.verdicts.real_at_most is None
     plain = components(config, calibrated=False)
     assert (plain.threshold, plain.real_threshold, plain.alert_threshold) == (0.6, None, 0.6)
