@@ -1,8 +1,11 @@
-"""The per-frame detect -> track step of one source, shared by the live pipeline and extraction.
+"""The per-frame detect -> track step of one source, as extraction for training runs it.
 
-Training extracts its crops through this same step (and ``crop_faces``), so a model is trained
-on the faces, tracks and crops the live app produces. The caller decides which frames it feeds:
-the live pipeline every frame of a source, extraction the frames sampled at the scorer's rate.
+It applies the live chain's rule (a detection on every N-th frame of a source, the tracker on
+every frame, ended tracks dropped) to one source at a time. The live chain (``stream.live``)
+applies the same rule but batches the detections of all its streams into one detector call, so it
+runs its own copy of these few lines; both feed the same tracker and ``crop_faces``, so a model is
+trained on the faces, tracks and crops the live app produces. The caller decides which frames it
+feeds: extraction the frames sampled at the scorer's rate.
 """
 
 from __future__ import annotations

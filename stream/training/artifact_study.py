@@ -119,7 +119,7 @@ def deepfacelive_pairs(items: Sequence[MediaItem], cache_dir: Path | None) -> di
 
 def photo_pseudo_fakes(items: Sequence[MediaItem], count: int, seed: int) -> dict[str, Any]:
     """Statistics of real photos against their cross-person blends and self-blends."""
-    from stream.training.evidence_data import PhotoSettings, _aligned, _largest_face, _read_photo
+    from stream.training.evidence_data import PhotoSettings, aligned_crop, largest_face, read_photo
     from tracking.detector import FaceDetector
 
     settings = PhotoSettings()
@@ -136,8 +136,8 @@ def photo_pseudo_fakes(items: Sequence[MediaItem], count: int, seed: int) -> dic
     for index in rng.permutation(len(photos)):
         if len(rows["real"]) >= count:
             break
-        image = _read_photo(photos[int(index)], settings)
-        marks = None if image is None else _largest_face(detector, image)
+        image = read_photo(photos[int(index)], settings)
+        marks = None if image is None else largest_face(detector, image)
         if image is None or marks is None:
             continue
         faces.append((image, marks))
@@ -153,7 +153,7 @@ def photo_pseudo_fakes(items: Sequence[MediaItem], count: int, seed: int) -> dic
         made = {}
         for name, frame in (("real", image), ("cross", cross), ("self", self_blended)):
             compressed = blends.compress_frames([frame], blends.sample_compression(rng, video=False))[0]
-            made[name] = median_statistics(_aligned(compressed, marks, crop)[None])
+            made[name] = median_statistics(aligned_crop(compressed, marks, crop)[None])
         if all(made.values()):
             for name, stats in made.items():
                 rows[name].append(stats)  # type: ignore[arg-type]

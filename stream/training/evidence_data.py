@@ -107,18 +107,25 @@ class PhotoEvidence:
     report: dict[str, int]
 
 
-def _largest_face(detector: FaceFinder, image: np.ndarray) -> np.ndarray | None:
+def largest_face(
+    detector: FaceFinder,
+    image: np.ndarray,
+    min_confidence: float = MIN_FACE_CONFIDENCE,
+    min_eye_distance_px: float = MIN_EYE_DISTANCE_PX,
+) -> np.ndarray | None:
+    """5 x 2 landmarks of the largest face in ``image``; None when none is sure and big enough."""
     faces = detector.detect(image)
     if not faces:
         return None
     best = max(faces, key=lambda f: float((f.box_xyxy[2] - f.box_xyxy[0]) * (f.box_xyxy[3] - f.box_xyxy[1])))
     marks = np.asarray(best.landmarks_5x2, np.float64)
-    if best.confidence < MIN_FACE_CONFIDENCE or blends.eye_distance_px(marks) < MIN_EYE_DISTANCE_PX:
+    if best.confidence < min_confidence or blends.eye_distance_px(marks) < min_eye_distance_px:
         return None
     return marks
 
 
-def _read_photo(item: MediaItem, settings: PhotoSettings) -> np.ndarray | None:
+def read_photo(item: MediaItem, settings: PhotoSettings) -> np.ndarray | None:
+    """The photo as RGB (tight crops padded with black), or None when it cannot be read."""
     bgr = cv2.imread(str(item.path))
     if bgr is None:
         return None
@@ -129,7 +136,8 @@ def _read_photo(item: MediaItem, settings: PhotoSettings) -> np.ndarray | None:
     return image
 
 
-def _aligned(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> np.ndarray:
+def aligned_crop(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> np.ndarray:
+    """The live pipeline's aligned crop of the face with these landmarks."""
     matrix = aligned_transform(landmarks, crop.size_px, crop.margin)
     if matrix is None:
         raise ValueError("degenerate landmarks")
@@ -210,12 +218,12 @@ def _make_chunk(
     counts = {"unreadable": 0, "no_face": 0, "used": 0}
     real_crops, fake_crops, groups = [], [], []
     for item in photos:
-        image = _read_photo(item, settings)
+        image = read_photo(item, settings)
         if image is None:
             counts["unreadable"] += 1
             logger.warning("skipping unreadable image %s", item.path)
             continue
-        marks = _largest_face(detector, image)
+        marks = largest_face(detector, image)
         if marks is None:
             counts["no_face"] += 1
             continue
@@ -233,7 +241,7 @@ def _make_chunk(
         pair = []
         for frame in (image, swapped):
             compressed = blends.compress_frames([frame], blends.sample_compression(rng, video=False))[0]
-            pair.append(_aligned(compressed, marks, settings.crop))
+            pair.append(aligned_crop(compressed, marks, settings.crop))
         real_crops.append(pair[0])
         fake_crops.append(pair[1])
         groups.append(item.group)
@@ -320,7 +328,7 @@ def clip_versions(
     for name, clip in versions.items():
         compressed = blends.compress_frames(clip, blends.sample_compression(rng, video=True))
         crops[name] = np.stack(
-            [_aligned(frame, marks, crop) for frame, marks in zip(compressed, landmarks, strict=True)]
+            [aligned_crop(frame, marks, crop) for frame, marks in zip(compressed, landmarks, strict=True)]
         )
     return crops
 
@@ -410,8 +418,8 @@ def source_faces(
         item = photos[int(index)]
         if item.group in seen:
             continue
-        image = _read_photo(item, settings)
-        marks = None if image is None else _largest_face(detector, image)
+        image = read_photo(item, settings)
+        marks = None if image is None else largest_face(detector, image)
         if image is not None and marks is not None:
             faces.append((image, marks))
             seen.add(item.group)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from stream.training import blends
+from stream.training.evidence_data import largest_face
 from tracking.config import CropConfig, DetectorConfig
 from tracking.crops import aligned_transform, warp_crop
 from tracking.detector import FaceDetector
@@ -28,14 +29,6 @@ logger = logging.getLogger(__name__)
 _LFW_SCALE_PX = 100
 _LFW_PAD_PX = 30
 COLUMNS = ("real", "cross-person", "mask", "self-blend", "mask", "cross + H.264 crf 38")
-
-
-def _largest_face(detector: FaceDetector, image: np.ndarray) -> np.ndarray | None:
-    faces = detector.detect(image)
-    if not faces:
-        return None
-    best = max(faces, key=lambda f: float((f.box_xyxy[2] - f.box_xyxy[0]) * (f.box_xyxy[3] - f.box_xyxy[1])))
-    return np.asarray(best.landmarks_5x2, np.float64)
 
 
 def packaged_faces(count: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -58,8 +51,8 @@ def render_examples(
     detector = FaceDetector(DetectorConfig(max_side_px=None, min_face_size_px=20.0))
     crop = CropConfig()
     rng = np.random.default_rng(seed)
-    marked_targets = [(image, _largest_face(detector, image)) for image in targets]
-    marked_sources = [(image, _largest_face(detector, image)) for image in sources]
+    marked_targets = [(image, largest_face(detector, image, 0.9, 8.0)) for image in targets]
+    marked_sources = [(image, largest_face(detector, image, 0.9, 8.0)) for image in sources]
     usable_targets = [(image, marks) for image, marks in marked_targets if marks is not None]
     usable_sources = [(image, marks) for image, marks in marked_sources if marks is not None]
     if not usable_targets or not usable_sources:

@@ -226,7 +226,7 @@ def encoder_key(weights_id: str, overrides: dict[str, torch.Tensor] | None) -> s
 class FaceExtractor:
     """Turns one video into a ``FaceCache`` with the tracking stage (MTCNN, Kalman tracker, crops).
 
-    Detection and tracking go through ``tracking.FaceStep``, the live pipeline's per-frame step,
+    Detection and tracking go through ``tracking.FaceStep``, the live chain's per-frame rule,
     and the crops through ``tracking.crop_faces`` with the crop settings the checkpoint records.
     The tracker is updated on every sampled frame (``sample_rate_hz``), the detector runs on every
     ``detect_every_n_samples``-th of them, and a crop is kept for every track matched by the

@@ -26,6 +26,13 @@ from engine.heads import IdentityConsistencyHead
 logger = logging.getLogger(__name__)
 
 
+def _require_counts(settings: object, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ProjectionTraining:
     """Settings of stage 1.
@@ -52,10 +59,7 @@ class ProjectionTraining:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _require_counts(self, "steps", "batch_size")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
 
@@ -124,10 +128,7 @@ class SequenceTraining:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _require_counts(self, "steps", "batch_size")
 
 
 def clip_windows(features: np.ndarray, window_size: int) -> np.ndarray:
