@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from stream.server.app import SERVER_KEY, SourceOpener, create_app
 from stream.server.messages import MAX_CLIENT_MESSAGE_CHARS
 from stream.server.options import ServerOptions
 from stream.server.peer import overlay_annotator
+from stream.server.security import TokenFailureLimiter
 from tests.stream.server.fakes import ClientPeer, PipelineRecorder, SolidSource, SolidTrack
 
 TOKEN = "t0ken-for-tests-0123456789"
@@ -83,13 +85,25 @@ async def json_error(response: Any, status: int) -> str:
 # -- options -----------------------------------------------------------------------------
 
 
-def test_binding_beyond_loopback_needs_a_token() -> None:
+def test_binding_beyond_loopback_needs_a_token_and_tls() -> None:
     with pytest.raises(ValueError, match="without a token"):
         ServerOptions(host="0.0.0.0")
     with pytest.raises(ValueError, match="token must have at least"):
         ServerOptions(host="0.0.0.0", token="short")
-    assert ServerOptions(host="0.0.0.0", token=TOKEN).token == TOKEN
-    assert ServerOptions(host="::1").token is None
+    # Both ways out are named: a certificate, or loopback behind a TLS reverse proxy.
+    with pytest.raises(ValueError, match="refusing to serve plain HTTP on 0.0.0.0") as refused:
+        ServerOptions(host="0.0.0.0", token=TOKEN)
+    assert "--tls-cert" in str(refused.value) and "127.0.0.1 behind a TLS reverse proxy" in str(refused.value)
+    assert "--allow-plain-http" in str(refused.value)
+    with pytest.raises(ValueError, match="both a certificate and its key"):
+        ServerOptions(host="0.0.0.0", token=TOKEN, tls_cert="cert.pem")
+    secured = ServerOptions(host="0.0.0.0", token=TOKEN, tls_cert="c.pem", tls_key="k.pem")
+    assert secured.token == TOKEN and secured.scheme == "https"
+    plain = ServerOptions(host="0.0.0.0", token=TOKEN, allow_plain_http=True)
+    assert plain.scheme == "http"
+    assert ServerOptions(host="::1").token is None and ServerOptions(host="::1").scheme == "http"
+    with pytest.raises(ValueError, match="max_token_failures must be >= 1"):
+        ServerOptions(max_token_failures=0)
 
 
 def test_loopback_ice_is_off_by_default_and_restored() -> None:
@@ -116,7 +130,11 @@ def test_page_and_assets_are_served_with_security_headers() -> None:
             assert page.status == 200
             html = await page.text()
             assert "/static/app.js" in html and "score-chart" in html
-            assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+            policy = page.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in policy and "script-src 'self';" in policy
+            assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+            # No inline script for the policy to have to allow: every <script> has a src.
+            assert html.count("<script") == html.count('<script type="module" src=')
             assert page.headers["X-Content-Type-Options"] == "nosniff"
             assert page.headers["Referrer-Policy"] == "no-referrer"
             for name, kind in (
@@ -163,8 +181,9 @@ def test_no_file_access_beyond_the_page_assets(path: str) -> None:
 
 def test_token_is_required_on_every_api_route_and_metrics() -> None:
     async def body() -> None:
-        async with serving(token=TOKEN) as client:
+        async with serving(token=TOKEN, max_token_failures=100) as client:
             for method, path in (
+                ("GET", "/api/model"),
                 ("GET", "/api/sources"),
                 ("GET", "/api/sessions"),
                 ("POST", "/api/offer"),
@@ -191,6 +210,71 @@ def test_token_is_required_on_every_api_route_and_metrics() -> None:
     run(body)
 
 
+def test_token_errors_say_how_to_fix_them_and_every_rejection_is_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wrong = "wrong-guess-" + TOKEN
+
+    async def body() -> None:
+        async with serving(token=TOKEN) as client:
+            missing = await json_error(await client.get("/api/model"), 401)
+            assert missing.startswith("this server needs its access token") and "/?token=" in missing
+            guessed = await json_error(await client.get(f"/api/sources?token={wrong}"), 401)
+            assert guessed.startswith("wrong access token") and "--token" in guessed
+            response = await client.post("/api/offer", data=b"{not json", headers=HEADERS | JSON_TYPE)
+            assert (await json_error(response, 400)).startswith("body must be JSON")
+            await json_error(await client.get("/no/such/page"), 404)
+
+    with caplog.at_level(logging.INFO, logger="stream.server.security"):
+        run(body)
+    rejected = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected ")]
+    assert len(rejected) == 4, rejected
+    assert rejected[0].startswith("rejected GET '/api/model' from 127.0.0.1: 401 this server needs")
+    assert rejected[1].startswith("rejected GET '/api/sources' from 127.0.0.1: 401 wrong access token")
+    assert rejected[2].startswith("rejected POST '/api/offer' from 127.0.0.1: 400 body must be JSON")
+    assert rejected[3].startswith("rejected GET '/no/such/page' from 127.0.0.1: 404")
+    assert all(TOKEN not in record.getMessage() for record in caplog.records)
+
+
+def test_repeated_bad_tokens_from_one_client_get_429_until_the_window_passes() -> None:
+    async def body() -> None:
+        async with serving(token=TOKEN, max_token_failures=3, token_failure_window_s=0.5) as client:
+            for _ in range(3):
+                await json_error(
+                    await client.get("/api/sources", headers={"X-Deepwatch-Token": "x" * 20}), 401
+                )
+            # Locked out: even the right token waits, so guessing cannot continue at full speed.
+            locked = await client.get("/api/sources", headers=HEADERS)
+            assert "too many wrong or missing tokens" in await json_error(locked, 429)
+            assert 1 <= int(locked.headers["Retry-After"]) <= 1
+            # The page and the liveness probe stay up for everyone.
+            assert (await client.get("/healthz")).status == 200
+            await asyncio.sleep(0.6)
+            assert (await client.get("/api/sources", headers=HEADERS)).status == 200
+
+    run(body)
+
+
+def test_failure_limiter_counts_per_client_in_a_sliding_window() -> None:
+    now = [100.0]
+    limiter = TokenFailureLimiter(max_failures=3, window_s=10.0, clock=lambda: now[0])
+    for step in range(3):
+        assert limiter.retry_after_s("10.0.0.1") is None
+        limiter.record_failure("10.0.0.1")
+        now[0] += 1.0
+    # Failures at 100, 101, 102; now 103: the oldest ages out at 110.
+    assert limiter.retry_after_s("10.0.0.1") == pytest.approx(7.0)
+    assert limiter.retry_after_s("10.0.0.2") is None
+    now[0] = 110.5
+    assert limiter.retry_after_s("10.0.0.1") is None
+    limiter.record_failure("10.0.0.1")
+    assert limiter.retry_after_s("10.0.0.1") == pytest.approx(0.5)
+    limiter.clear("10.0.0.1")
+    assert limiter.retry_after_s("10.0.0.1") is None
+    with pytest.raises(ValueError, match="max_failures >= 1"):
+        TokenFailureLimiter(0, 1.0)
+
+
 # -- cross-site requests -----------------------------------------------------------------
 
 
@@ -213,7 +297,7 @@ def test_cross_site_requests_are_refused() -> None:
             assert (await client.get("/api/sources", headers={"Host": "localhost:8080"})).status == 200
             assert await sessions_active(client) == 0
         # With a token (any host may be right, e.g. a reverse proxy) only Origin is checked.
-        async with serving(token=TOKEN, host="0.0.0.0") as client:
+        async with serving(token=TOKEN, host="0.0.0.0", allow_plain_http=True) as client:
             response = await client.get("/api/sources", headers=HEADERS | {"Host": "deepwatch.lan"})
             assert response.status == 200
 

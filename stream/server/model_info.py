@@ -1,0 +1,80 @@
+"""What the page tells its user about the model: the verdict rule and how far scores can be trusted.
+
+A green REAL from a model that does no better than chance misleads; the page shows the figure the
+checkpoint was validated with next to every verdict, read from the checkpoint's ``metrics``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Below this held-out ROC AUC a score is little better than a coin toss: say so plainly.
+UNRELIABLE_BELOW_AUC = 0.8
+# Below this a score is a hint; at or above it, still say what it was measured on.
+INDICATIVE_BELOW_AUC = 0.95
+NO_FIGURE_NOTE = "no validated figure in this checkpoint: nothing says how far its scores can be trusted"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The verdict rule in use and the model's validated figure, as ``GET /api/model`` sends them.
+
+    Attributes:
+        threshold: p_fake at or above ``threshold + uncertain_margin`` is FAKE, below
+            ``threshold - uncertain_margin`` REAL, in between UNSURE.
+        uncertain_margin: half-width of the UNSURE band, in p_fake.
+        validated_auc: the checkpoint's held-out video ROC AUC, or None when it records none.
+        validated_videos: how many videos that figure was measured on (0 when unknown).
+        trust_note: one sentence for the page, e.g. "cross-validated video AUC 0.55 on 69 videos:
+            treat scores as unreliable".
+    """
+
+    threshold: float = 0.5
+    uncertain_margin: float = 0.0
+    validated_auc: float | None = None
+    validated_videos: int = 0
+    trust_note: str = NO_FIGURE_NOTE
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        if not 0.0 <= self.uncertain_margin < 0.5:
+            raise ValueError(f"uncertain_margin must be in [0, 0.5), got {self.uncertain_margin!r}")
+
+    @classmethod
+    def from_checkpoint(
+        cls, metrics: Mapping[str, Any], *, threshold: float, uncertain_margin: float
+    ) -> ModelInfo:
+        """From a checkpoint's ``metrics`` (``video_auc``, ``videos``, as ``deepwatch train``
+        records them); a checkpoint without them gets ``NO_FIGURE_NOTE``."""
+        auc = metrics.get("video_auc")
+        if isinstance(auc, bool) or not isinstance(auc, (int, float)) or not math.isfinite(auc):
+            return cls(threshold=threshold, uncertain_margin=uncertain_margin)
+        videos = metrics.get("videos")
+        videos = videos if isinstance(videos, int) and not isinstance(videos, bool) and videos > 0 else 0
+        figure = f"cross-validated video AUC {auc:.2f}" + (f" on {videos} videos" if videos else "")
+        if auc < UNRELIABLE_BELOW_AUC:
+            advice = "treat scores as unreliable"
+        elif auc < INDICATIVE_BELOW_AUC:
+            advice = "a score is a hint, not proof"
+        else:
+            advice = "measured on its training data's kind of video; other video may score worse"
+        return cls(
+            threshold=threshold,
+            uncertain_margin=uncertain_margin,
+            validated_auc=float(auc),
+            validated_videos=videos,
+            trust_note=f"{figure}: {advice}",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "uncertain_margin": self.uncertain_margin,
+            "validated_auc": self.validated_auc,
+            "validated_videos": self.validated_videos,
+            "trust_note": self.trust_note,
+        }
