@@ -43,6 +43,7 @@ STATIC_ASSETS = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "chart.js": "text/javascript",
+    "latency.js": "text/javascript",
     "style.css": "text/css",
 }
 

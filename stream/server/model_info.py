@@ -70,8 +70,18 @@ class ModelInfo:
             trust_note=f"{figure}: {advice}",
         )
 
+    @property
+    def trust_level(self) -> str:
+        """"unknown" (no figure), "unreliable", "hint" or "validated", by the AUC bands above."""
+        if self.validated_auc is None:
+            return "unknown"
+        if self.validated_auc < UNRELIABLE_BELOW_AUC:
+            return "unreliable"
+        return "hint" if self.validated_auc < INDICATIVE_BELOW_AUC else "validated"
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "trust_level": self.trust_level,
             "threshold": self.threshold,
             "uncertain_margin": self.uncertain_margin,
             "validated_auc": self.validated_auc,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -30,8 +31,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
 from stream.frame import Frame
-from stream.overlay import OverlayStatus, draw_overlay
-from stream.results import Event, FrameResult
+from stream.overlay import NOT_READY_RGB, PALETTE_RGB, OverlayStatus, draw_overlay
+from stream.results import Event, FaceResult, FrameResult
 from stream.server.feeds import FeedEnded, FrameFeed, SourceFeed, TrackFeed
 from stream.server.messages import (
     Offer,
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 MAX_CHANNEL_BUFFERED_BYTES = 256 * 1024
 # Smoothing of the per-session fps estimate (weight of the newest frame interval).
 _FPS_SMOOTHING = 0.1
+# Smoothing of the per-session video-path latency (weight of the newest frame).
+_LATENCY_SMOOTHING = 0.1
 
 
 class FramePipeline(Protocol):
@@ -70,11 +73,25 @@ Annotator = Callable[[FrameResult, float, int], np.ndarray]
 RGB) with the results drawn on it; runs on the session's executor thread."""
 
 
+def verdict_colour(face: FaceResult) -> tuple[int, int, int]:
+    """Box colour of a face on the page's video: its verdict's (REAL green, UNSURE yellow, FAKE
+    red; grey until scored), so the box agrees with the label whatever the threshold. The
+    colours are the overlay palette's ends and middle."""
+    if not face.ready or math.isnan(face.p_fake):
+        return NOT_READY_RGB
+    return VERDICT_RGB.get(face.verdict, NOT_READY_RGB)
+
+
+VERDICT_RGB = {"REAL": PALETTE_RGB[0], "UNSURE": PALETTE_RGB[len(PALETTE_RGB) // 2], "FAKE": PALETTE_RGB[-1]}
+
+
 def overlay_annotator(threshold: float = 0.5) -> Annotator:
-    """The standard annotator: ``stream.overlay.draw_overlay`` with the session's fps and drops."""
+    """The standard annotator: ``stream.overlay.draw_overlay`` with the session's fps and drops,
+    boxes coloured by verdict and ``threshold`` marked in each sparkline."""
 
     def annotate(result: FrameResult, fps: float, frames_dropped: int) -> np.ndarray:
-        return draw_overlay(result, OverlayStatus(fps=fps, dropped_frames=frames_dropped), threshold)
+        status = OverlayStatus(fps=fps, dropped_frames=frames_dropped)
+        return draw_overlay(result, status, threshold, box_colour=verdict_colour)
 
     return annotate
 
@@ -143,6 +160,9 @@ class PeerSession:
         self.messages_sent = 0
         self.messages_skipped = 0
         self.fps = 0.0
+        # The server's share of camera-to-screen latency: frame arrival to annotated frame sent
+        # back (smoothed), reported beside every score so the page can show it.
+        self.video_latency_ms: float | None = None
         self._last_done_s: float | None = None
         self._interval_s: float | None = None
         self._dropped_reported = 0
@@ -255,7 +275,14 @@ class PeerSession:
                 video_frame = await loop.run_in_executor(self._display_executor, self._draw, frame)
                 self._out.publish(video_frame)
                 self.frames_displayed += 1
-                self._metrics.video_latency.observe(time.monotonic() - pending.arrival_monotonic_s)
+                video_latency_s = time.monotonic() - pending.arrival_monotonic_s
+                self._metrics.video_latency.observe(video_latency_s)
+                self.video_latency_ms = (
+                    video_latency_s * 1000
+                    if self.video_latency_ms is None
+                    else (1 - _LATENCY_SMOOTHING) * self.video_latency_ms
+                    + _LATENCY_SMOOTHING * video_latency_s * 1000
+                )
         except FeedEnded as ended:
             reason = str(ended)
         except asyncio.CancelledError:
@@ -338,7 +365,13 @@ class PeerSession:
         if alerts:
             metrics.alerts.inc(alerts)
         self._send(
-            frame_message(result, server_latency_ms=latency_s * 1000, fps=self.fps, frames_dropped=dropped)
+            frame_message(
+                result,
+                server_latency_ms=latency_s * 1000,
+                fps=self.fps,
+                frames_dropped=dropped,
+                server_video_latency_ms=self.video_latency_ms,
+            )
         )
 
     async def close(self, reason: str) -> None:

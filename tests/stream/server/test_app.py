@@ -91,7 +91,7 @@ def test_binding_beyond_loopback_needs_a_token_and_tls() -> None:
     with pytest.raises(ValueError, match="token must have at least"):
         ServerOptions(host="0.0.0.0", token="short")
     # Both ways out are named: a certificate, or loopback behind a TLS reverse proxy.
-    with pytest.raises(ValueError, match="refusing to serve plain HTTP on 0.0.0.0") as refused:
+    with pytest.raises(ValueError, match=r"refusing to serve plain HTTP on 0\.0\.0\.0") as refused:
         ServerOptions(host="0.0.0.0", token=TOKEN)
     assert "--tls-cert" in str(refused.value) and "127.0.0.1 behind a TLS reverse proxy" in str(refused.value)
     assert "--allow-plain-http" in str(refused.value)
@@ -258,7 +258,7 @@ def test_repeated_bad_tokens_from_one_client_get_429_until_the_window_passes() -
 def test_failure_limiter_counts_per_client_in_a_sliding_window() -> None:
     now = [100.0]
     limiter = TokenFailureLimiter(max_failures=3, window_s=10.0, clock=lambda: now[0])
-    for step in range(3):
+    for _ in range(3):
         assert limiter.retry_after_s("10.0.0.1") is None
         limiter.record_failure("10.0.0.1")
         now[0] += 1.0
