@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.server.app import SERVER_KEY, SourceOpener, create_app
 from stream.server.messages import MAX_CLIENT_MESSAGE_CHARS
+from stream.server.model_info import NO_FIGURE_NOTE, ModelInfo
 from stream.server.options import ServerOptions
-from stream.server.peer import overlay_annotator
+from stream.server.peer import overlay_annotator, verdict_colour
 from stream.server.security import TokenFailureLimiter
 from tests.stream.server.fakes import ClientPeer, PipelineRecorder, SolidSource, SolidTrack
 
@@ -34,6 +35,7 @@ async def serving(
     *,
     recorder: PipelineRecorder | None = None,
     sources: dict[str, SourceOpener] | None = None,
+    model: ModelInfo | None = None,
     **option_values: Any,
 ) -> AsyncIterator[TestClient]:
     values: dict[str, Any] = {"port": 0, "allow_loopback_ice": True, "idle_timeout_s": 5.0} | option_values
@@ -42,6 +44,7 @@ async def serving(
         pipeline_factory=recorder or PipelineRecorder(),
         annotate=overlay_annotator(),
         sources=sources,
+        model=model,
     )
     async with TestClient(TestServer(app)) as client:
         yield client
@@ -275,6 +278,61 @@ def test_failure_limiter_counts_per_client_in_a_sliding_window() -> None:
         TokenFailureLimiter(0, 1.0)
 
 
+def test_model_info_reports_the_verdict_rule_and_the_checkpoints_validated_figure() -> None:
+    shipped_like = ModelInfo.from_checkpoint(
+        {"video_auc": 0.547979, "videos": 69, "window_auc": 0.55}, threshold=0.999, uncertain_margin=0.1
+    )
+    assert (
+        shipped_like.trust_note == "cross-validated video AUC 0.55 on 69 videos: treat scores as unreliable"
+    )
+    assert shipped_like.trust_level == "unreliable"
+    assert ModelInfo.from_checkpoint({"video_auc": 0.9}, threshold=0.5, uncertain_margin=0).trust_note == (
+        "cross-validated video AUC 0.90: a score is a hint, not proof"
+    )
+    assert ModelInfo.from_checkpoint({"video_auc": 0.97}, threshold=0.5, uncertain_margin=0).trust_level == (
+        "validated"
+    )
+    for metrics in ({}, {"video_auc": float("nan")}, {"video_auc": "0.9"}, {"video_auc": True}):
+        none = ModelInfo.from_checkpoint(metrics, threshold=0.7, uncertain_margin=0.05)
+        assert none.trust_note == NO_FIGURE_NOTE and none.trust_level == "unknown"
+        assert none.trust_note.startswith("no validated figure in this checkpoint")
+
+    async def body() -> None:
+        async with serving(model=shipped_like) as client:
+            response = await client.get("/api/model")
+            assert response.status == 200
+            assert await response.json() == {
+                "trust_level": "unreliable",
+                "threshold": 0.999,
+                "uncertain_margin": 0.1,
+                "validated_auc": 0.547979,
+                "validated_videos": 69,
+                "trust_note": shipped_like.trust_note,
+            }
+        async with serving() as client:
+            default = await (await client.get("/api/model")).json()
+            assert default["trust_note"] == NO_FIGURE_NOTE and default["threshold"] == 0.5
+
+    run(body)
+
+
+def test_boxes_on_the_page_video_take_their_verdicts_colour() -> None:
+    import numpy as np
+
+    from stream.overlay import NOT_READY_RGB
+    from stream.results import FaceResult
+
+    def face(verdict: str, p_fake: float, ready: bool = True) -> FaceResult:
+        box = np.array([0, 0, 10, 10], dtype=np.float32)
+        return FaceResult(1, box, True, p_fake, ready, verdict, (p_fake,), 16)
+
+    # p_fake 0.71 under a 0.999 threshold is REAL: green, not the orange its score alone would give.
+    assert verdict_colour(face("REAL", 0.71)) == (0, 255, 0)
+    assert verdict_colour(face("UNSURE", 0.95)) == (255, 255, 0)
+    assert verdict_colour(face("FAKE", 0.2)) == (255, 0, 0)
+    assert verdict_colour(face("UNSURE", 0.5, ready=False)) == NOT_READY_RGB
+
+
 # -- cross-site requests -----------------------------------------------------------------
 
 
@@ -404,13 +462,15 @@ def test_a_session_scores_the_frames_the_peer_sends_and_cleans_up() -> None:
             assert face["p_fake"] == pytest.approx(0.8, abs=0.03)
             assert face["verdict"] == "FAKE" and face["track_id"] == 1
             assert last["width"] == 320 and last["height"] == 240 and last["server_latency_ms"] >= 0
+            # The server's share of camera-to-screen: arrival to annotated frame sent back.
+            assert 0 < last["server_video_latency_ms"] < 1000
             # The video that comes back carries the overlay: the box edge is drawn at x = 80
-            # in the palette's colour for p_fake 0.8 (red-orange), the middle keeps the grey.
+            # in the FAKE verdict's colour (red, as the label says), the middle keeps the grey.
             frame = peer.received_frames[-1]
             assert frame.shape == (240, 320, 3)
             assert abs(int(frame[120, 160].mean()) - 204) < 10
             edge = frame[100:140, 79:82].reshape(-1, 3).mean(axis=0)
-            assert edge[0] > 200 and edge[1] < 140 and edge[2] < 60, edge
+            assert edge[0] > 200 and edge[1] < 60 and edge[2] < 60, edge
 
             pipeline = recorder.built[0]
             inference_threads = {
