@@ -33,7 +33,12 @@ from stream.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from stream.server.model_info import ModelInfo
 from stream.server.options import ServerOptions, is_loopback_host
 from stream.server.peer import Annotator, OfferRejected, PeerSession, PipelineFactory
-from stream.server.security import TokenFailureLimiter, http_error, security_middleware
+from stream.server.security import (
+    MalformedHttpLogFilter,
+    TokenFailureLimiter,
+    http_error,
+    security_middleware,
+)
 from stream.sources.source import Source, SourceError
 
 logger = logging.getLogger(__name__)
@@ -261,6 +266,14 @@ def create_app(
     app.router.add_post("/api/offer", server.offer)
     app.router.add_get("/api/sessions", server.list_sessions)
     app.router.add_delete("/api/sessions/{session_id}", server.delete_session)
+
+    async def quiet_malformed_http(app: web.Application):  # type: ignore[no-untyped-def]
+        log_filter = MalformedHttpLogFilter()
+        logging.getLogger("aiohttp.server").addFilter(log_filter)
+        yield
+        logging.getLogger("aiohttp.server").removeFilter(log_filter)
+
+    app.cleanup_ctx.append(quiet_malformed_http)
 
     if options.allow_loopback_ice:
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
 from stream.frame import Frame
@@ -98,6 +99,22 @@ def overlay_annotator(threshold: float = 0.5) -> Annotator:
 
 class OfferRejected(ValueError):
     """The offer is well-formed SDP but not something this server answers (a 4xx, not a crash)."""
+
+
+def check_bundle(sdp: str) -> None:
+    """Raise ``OfferRejected`` if the offer's BUNDLE group starts with a mid no media section has.
+
+    aiortc would bundle every listed section onto that missing section's transport (None) and
+    fail later, inside answer creation and in a background task, instead of refusing the offer.
+    """
+    description = SessionDescription.parse(sdp)
+    # The sections aiortc builds a transport for.
+    mids = {media.rtp.muxId for media in description.media if media.kind in ("audio", "video", "application")}
+    for group in description.group:
+        if group.semantic == "BUNDLE" and group.items and group.items[0] not in mids:
+            raise OfferRejected(
+                f"offer's BUNDLE group starts with mid {group.items[0]!r:.40}, which no media section has"
+            )
 
 
 class PeerSession:
@@ -215,6 +232,7 @@ class PeerSession:
             if pc.connectionState in ("failed", "closed"):
                 await self.close(f"connection {pc.connectionState}")
 
+        check_bundle(offer.sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         kinds = [transceiver.kind for transceiver in pc.getTransceivers()]
         if kinds != ["video"]:
@@ -398,7 +416,14 @@ class PeerSession:
         self._out.stop()
         for track in self._remote_tracks:
             track.stop()
-        await self._pc.close()
+        try:
+            await self._pc.close()
+        except Exception as error:
+            # aiortc cannot always take apart a connection built from a strange offer; the
+            # session must still end, or it would hold its slot (and server shutdown) forever.
+            logger.warning(
+                "session %s: the peer connection did not close cleanly: %r", self.session_id, error
+            )
         self._executor.submit(self._close_pipeline)
         self._metrics.forget_session(self.session_id)
         self.closed.set()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from stream.server.metrics import ServerMetrics
@@ -101,6 +102,26 @@ class TokenFailureLimiter:
         while len(self._failures) >= _MAX_TRACKED_CLIENTS:
             # Still full of recent failures (many addresses): forget the oldest-inserted client.
             del self._failures[next(iter(self._failures))]
+
+
+class MalformedHttpLogFilter(logging.Filter):
+    """Turns aiohttp's log record for a malformed request (which it answers 400 itself) from an
+    ERROR with a traceback into one WARNING line like every other rejected request: the fault is
+    the client's, and a traceback in the log would read as a server bug. Other records pass as
+    they are. Installed on the ``aiohttp.server`` logger while the app runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "unknown"
+            reason = str(error.message).strip().splitlines()[0] if str(error.message).strip() else "malformed"
+            record.msg = "rejected malformed HTTP from %s: %d %s"
+            record.args = (client, error.code, reason[:200])
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = logging.getLevelName(logging.WARNING)
+        return True
 
 
 def json_error(status: int, message: str) -> web.Response:
