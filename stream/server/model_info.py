@@ -72,7 +72,7 @@ class ModelInfo:
 
     @property
     def trust_level(self) -> str:
-        """"unknown" (no figure), "unreliable", "hint" or "validated", by the AUC bands above."""
+        """ "unknown" (no figure), "unreliable", "hint" or "validated", by the AUC bands above."""
         if self.validated_auc is None:
             return "unknown"
         if self.validated_auc < UNRELIABLE_BELOW_AUC:
