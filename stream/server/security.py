@@ -114,7 +114,7 @@ class MalformedHttpLogFilter(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
             client = record.args[0] if isinstance(record.args, tuple) and record.args else "unknown"
-            reason = str(error.message).strip().splitlines()[0] if str(error.message).strip() else "malformed"
+            reason = " ".join(str(error.message).split()) or "malformed"
             record.msg = "rejected malformed HTTP from %s: %d %s"
             record.args = (client, error.code, reason[:200])
             record.exc_info = None

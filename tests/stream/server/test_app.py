@@ -436,6 +436,43 @@ def test_offer_with_audio_or_without_video_is_rejected() -> None:
     run(body)
 
 
+def test_offer_bundling_onto_a_missing_section_is_refused_and_leaves_no_session() -> None:
+    # Found by fuzzing: aiortc bundled every section onto a transport that did not exist, the
+    # answer failed with AttributeError (a 500) and the half-built session never closed.
+    async def body() -> None:
+        async with serving() as client:
+            peer = ClientPeer(SolidTrack(100))
+            offer = await peer.offer_body()
+            await peer.close()
+            assert "a=group:BUNDLE 0 1" in offer["sdp"]
+            offer["sdp"] = offer["sdp"].replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 7 0 1")
+            response = await client.post("/api/offer", json=offer)
+            assert "BUNDLE group starts with mid '7'" in await json_error(response, 400)
+            assert await sessions_active(client) == 0
+
+    run(body)
+
+
+def test_malformed_http_is_one_warning_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        async with serving() as client:
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(b"POST /api/offer \xa9\x06\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:40]
+            assert await sessions_active(client) == 0
+
+    with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+        run(body)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert records[0].getMessage().startswith("rejected malformed HTTP from 127.0.0.1: 400 Bad status line")
+    assert "\n" not in records[0].getMessage()
+    assert records[0].exc_info is None
+
+
 # -- sessions ------------------------------------------------------------------------------
 
 
