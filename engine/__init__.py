@@ -10,7 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.checkpoint import CheckpointError, ScorerCheckpoint, load_checkpoint
+    from engine.checkpoint import (
+        CheckpointError,
+        CropSettings,
+        ScorerCheckpoint,
+        load_checkpoint,
+        open_encoder,
+    )
     from engine.config import EncoderConfig
     from engine.encoder import FaceEncoder, encoder_from_config, load_encoder
     from engine.errors import BackendUnavailableError, WeightsError
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "BackendUnavailableError": "engine.errors",
     "CheckpointError": "engine.checkpoint",
+    "CropSettings": "engine.checkpoint",
     "EncoderConfig": "engine.config",
     "FaceEncoder": "engine.encoder",
     "SampleClock": "engine.scorer",
@@ -35,11 +42,13 @@ _EXPORTS = {
     "list_weights": "engine.weights",
     "load_checkpoint": "engine.checkpoint",
     "load_encoder": "engine.encoder",
+    "open_encoder": "engine.checkpoint",
 }
 
 __all__ = [
     "BackendUnavailableError",
     "CheckpointError",
+    "CropSettings",
     "EncoderConfig",
     "FaceEncoder",
     "SampleClock",
@@ -52,6 +61,7 @@ __all__ = [
     "list_weights",
     "load_checkpoint",
     "load_encoder",
+    "open_encoder",
 ]
 
 

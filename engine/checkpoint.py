@@ -1,35 +1,82 @@
-"""Scorer checkpoints: the head, its windowing, the encoder layers it was trained with, a threshold.
+"""Scorer checkpoints: the head, its windowing, the encoder layers and crops it was trained with, a threshold.
 
 A checkpoint is a ``torch.save`` dict of plain types and tensors (loaded with
 ``weights_only=True``). It records which base encoder weights it was trained on
 (``encoder_weights``, e.g. "casia-webface") and only the encoder parameters that fine-tuning
 changed (``encoder_overrides``, stored fp16), so a shipped model stays small: the base weights
-come from the encoder's own weight store.
+come from the encoder's own weight store. It also records the crop settings its training crops
+were cut with (``crop``): the live app refuses a config whose crops differ.
+
+``open_encoder`` is the one way to open the encoder a checkpoint scores (the live app, extraction
+and evaluation all use it).
+
+Format versions: 2 adds ``crop`` and ``calibration`` (thresholds from real faces at 1 % and 5 %
+false alarms with the validated AUC, ``engine.calibration``); version-1 files still load, with
+both None (not recorded).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from engine.calibration import Calibration
+from engine.config import EncoderConfig
 from engine.heads import HEADS, build_head
 from engine.scorer import SequenceScorer
 from engine.scorer_config import ScorerConfig
 
+if TYPE_CHECKING:
+    from engine.encoder import FaceEncoder
+
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Files of these versions load; a field a version lacks gets its "not recorded" value.
+READABLE_VERSIONS = (1, 2)
+CROP_MODES = ("aligned", "box")
 DEFAULT_CHECKPOINT = "default.pt"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, of another format, or does not fit the encoder."""
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How the face crops a model was trained on were cut (``tracking.CropConfig``'s fields).
+
+    ``engine`` never imports ``tracking``, so the values are plain: ``mode`` "aligned" or "box",
+    ``margin`` the context around the face as a fraction of the box side, ``size_px`` the crop side.
+    """
+
+    mode: str
+    margin: float
+    size_px: int
+
+    def __post_init__(self) -> None:
+        if self.mode not in CROP_MODES:
+            raise CheckpointError(f"crop mode must be one of {CROP_MODES}, got {self.mode!r}")
+        if not 0.0 <= self.margin <= 3.0:
+            raise CheckpointError(f"crop margin must be in [0, 3], got {self.margin!r}")
+        if isinstance(self.size_px, bool) or not isinstance(self.size_px, int) or self.size_px < 16:
+            raise CheckpointError(f"crop size_px must be an integer >= 16, got {self.size_px!r}")
+
+    def matches(self, other: CropSettings) -> bool:
+        return (
+            self.mode == other.mode
+            and self.size_px == other.size_px
+            and math.isclose(self.margin, other.margin, abs_tol=1e-9)
+        )
+
+    def describe(self) -> str:
+        return f"mode {self.mode}, margin {self.margin:g}, size {self.size_px} px"
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +98,9 @@ class ScorerCheckpoint:
         threshold_fpr: the validation false-positive rate the threshold was calibrated for.
         training_summary: what the model was trained on (counts, sources, methods, groups).
         metrics: validation figures measured when the checkpoint was made.
+        crop: the crop settings of the training crops; None when not recorded (format 1 files).
+        calibration: thresholds from held-out real faces and the validated AUC; None when the
+            model was not calibrated (then ``threshold`` is the only decision threshold).
         path: where it was loaded from (None when built in memory).
     """
 
@@ -66,6 +116,8 @@ class ScorerCheckpoint:
     threshold_fpr: float
     training_summary: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    crop: CropSettings | None = None
+    calibration: Calibration | None = None
     path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -126,6 +178,29 @@ class ScorerCheckpoint:
                 f"weights={self.encoder_weights!r} or use a checkpoint trained on {base!r}"
             )
 
+    def check_crop(self, crop: CropSettings) -> None:
+        """Refuse crops cut otherwise than the training crops, naming both settings.
+
+        A checkpoint that does not record its crop settings (format 1) is accepted with a warning.
+        """
+        if self.crop is None:
+            logger.warning(
+                "checkpoint %s does not record its crop settings; cannot check the config's (%s)",
+                self._name(),
+                crop.describe(),
+            )
+            return
+        if not self.crop.matches(crop):
+            raise CheckpointError(
+                f"checkpoint {self._name()} was trained on crops with {self.crop.describe()}, "
+                f"but the config asks for {crop.describe()}; set crop to the checkpoint's settings "
+                "or use a checkpoint trained on these crops"
+            )
+
+    def with_calibration(self, calibration: Calibration) -> ScorerCheckpoint:
+        """A copy calibrated on real faces; its ``threshold`` becomes the 5 % per-track one."""
+        return replace(self, calibration=calibration, threshold=calibration.track[0.05], threshold_fpr=0.05)
+
     def with_threshold(self, threshold: float, threshold_fpr: float) -> ScorerCheckpoint:
         """A copy with another calibrated threshold."""
         return replace(self, threshold=threshold, threshold_fpr=threshold_fpr)
@@ -151,6 +226,8 @@ class ScorerCheckpoint:
             "threshold_fpr": float(self.threshold_fpr),
             "training_summary": self.training_summary,
             "metrics": self.metrics,
+            "crop": None if self.crop is None else asdict(self.crop),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -187,9 +264,10 @@ def load_checkpoint(
         raise CheckpointError(f"cannot read checkpoint {file}: {error}") from error
     if not isinstance(raw, dict) or raw.get("format") != "deepwatch-scorer":
         raise CheckpointError(f"{file} is not a deepwatch scorer checkpoint (no format 'deepwatch-scorer')")
-    if raw.get("format_version") != FORMAT_VERSION:
+    if raw.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{file} has checkpoint format version {raw.get('format_version')!r}, expected {FORMAT_VERSION}"
+            f"{file} has checkpoint format version {raw.get('format_version')!r}, "
+            f"expected one of {READABLE_VERSIONS}"
         )
     try:
         checkpoint = ScorerCheckpoint(
@@ -205,6 +283,8 @@ def load_checkpoint(
             threshold_fpr=float(raw["threshold_fpr"]),
             training_summary=dict(raw.get("training_summary", {})),
             metrics=dict(raw.get("metrics", {})),
+            crop=_crop_settings(raw, file),
+            calibration=_calibration(raw, file),
             path=file,
         )
     except KeyError as error:
@@ -212,3 +292,54 @@ def load_checkpoint(
     if encoder_weights is not None:
         checkpoint.check_encoder(encoder_weights)
     return checkpoint
+
+
+def _crop_settings(raw: dict[str, Any], file: Path) -> CropSettings | None:
+    if raw["format_version"] < 2:
+        return None
+    crop = raw["crop"]
+    if crop is None:
+        return None
+    try:
+        return CropSettings(
+            mode=str(crop["mode"]), margin=float(crop["margin"]), size_px=int(crop["size_px"])
+        )
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"checkpoint {file}: crop must hold mode, margin and size_px, got {crop!r}"
+        ) from error
+
+
+def _calibration(raw: dict[str, Any], file: Path) -> Calibration | None:
+    if raw["format_version"] < 2 or raw["calibration"] is None:
+        return None
+    try:
+        return Calibration.from_dict(raw["calibration"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {file}: unreadable calibration {raw['calibration']!r}: {error}"
+        ) from error
+
+
+def open_encoder(checkpoint: ScorerCheckpoint, config: EncoderConfig | None = None) -> FaceEncoder:
+    """The encoder ``checkpoint`` scores: its base weights plus its fine-tuned layers.
+
+    The one place that opens a checkpoint's encoder (live app, extraction, evaluation).
+    ``config`` chooses backend, device, precision and batch sizes; its ``weights`` must be the
+    checkpoint's base weights (default: ``EncoderConfig`` with the checkpoint's weights).
+
+    Raises:
+        CheckpointError: the encoder's base weights differ from the checkpoint's (names both).
+        BackendUnavailableError, WeightsError, ValueError: the encoder cannot be built.
+    """
+    from engine.encoder import encoder_from_config
+
+    if config is None:
+        config = EncoderConfig(weights=checkpoint.encoder_weights)
+    encoder = encoder_from_config(config, checkpoint.encoder_overrides or None)
+    try:
+        checkpoint.check_encoder(encoder.weights_id)
+    except CheckpointError:
+        encoder.close()
+        raise
+    return encoder

@@ -14,7 +14,6 @@ runs the whole network, the frozen middle only passing gradients.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,9 +24,11 @@ from torch import nn
 from torch.nn import functional
 from tqdm.auto import tqdm
 
+from engine.devices import training_autocast
 from engine.encoder_stages import LOW_STAGES, STAGES, TRAINABLE_FROM
 from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc
+from engine.snapshots import Snapshots, random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +132,14 @@ def lower_features(
 ) -> torch.Tensor:
     """Run the frozen lower part on N x 3 x 160 x 160 standardised pixels; fp16 feature maps."""
     stages = [getattr(model, name) for name in _lower_stages(train_from)]
+    device = next(model.parameters()).device
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size]))
+            x = torch.from_numpy(np.ascontiguousarray(pixels[start : start + batch_size])).to(device)
             for stage in stages:
                 x = stage(x)
-            outputs.append(x.half())
+            outputs.append(x.half().cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
@@ -177,9 +179,10 @@ def embed_features(
 ) -> np.ndarray:
     """Embeddings of cached lower feature maps, N x 512 float32."""
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         chunks = [
-            upper_embeddings(model, features[start : start + batch_size], train_from)
+            upper_embeddings(model, features[start : start + batch_size].to(device), train_from).float().cpu()
             for start in range(0, len(features), batch_size)
         ]
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 512), np.float32)
@@ -193,8 +196,15 @@ def finetune_encoder(
     train_mask: np.ndarray,
     config: FinetuneConfig,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    snapshot_name: str = "finetune",
+    device: torch.device | None = None,
 ) -> FinetuneResult:
     """Fine-tune the upper blocks on cached lower features; early stopping on validation video AUC.
+
+    With ``snapshots`` the whole state is saved as ``snapshot_name`` after every epoch and a
+    saved state is continued from (see ``engine.snapshots``). ``device`` is where the steps run
+    (default CPU; bf16 autocast where ``engine.devices.bf16_worthwhile``); the model ends on the CPU.
 
     Args:
         model: the encoder with its base weights; modified in place (left at the kept weights).
@@ -223,6 +233,9 @@ def finetune_encoder(
     # The embedding is unit-length, so a logit scale is learnt with the classifier.
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
+    device = device or torch.device("cpu")
+    model.to(device)
+    classifier.to(device)
     trainable = [parameter for name, parameter in model.named_parameters() if name in names]
     optimiser = torch.optim.Adam(
         [
@@ -240,20 +253,36 @@ def finetune_encoder(
     best_state = _snapshot(model, names, classifier)
     history: list[dict[str, float]] = [{"epoch": 0.0, "val_auc": float(best[0])}]
     stale = 0
+    first_epoch = 1
+    saved = snapshots.load(snapshot_name) if snapshots is not None else None
+    if saved is not None:
+        model.load_state_dict({**model.state_dict(), **saved["trained"]})
+        classifier.load_state_dict(saved["classifier"])
+        optimiser.load_state_dict(saved["optimiser"])
+        restore_random_state(rng, saved["random"])
+        best = (float(saved["best_auc"]), int(saved["best_epoch"]))
+        best_state = (saved["best_trained"], saved["best_classifier"])
+        stale, history = int(saved["stale"]), list(saved["history"])
+        first_epoch = config.max_epochs + 1 if saved["finished"] else int(saved["epoch"]) + 1
+        logger.info("%s: resuming after epoch %d", snapshot_name, int(saved["epoch"]))
     half = config.batch_size // 2
     bar = tqdm(
-        range(1, config.max_epochs + 1), desc=f"fine-tune from {config.train_from}", disable=not progress
+        range(first_epoch, config.max_epochs + 1),
+        desc=f"fine-tune from {config.train_from}",
+        disable=not progress,
+        initial=first_epoch - 1,
+        total=config.max_epochs,
     )
     for epoch in bar:
         model.eval()
         losses = []
         for _ in range(config.steps_per_epoch):
             batch = np.concatenate([rng.choice(indices, half) for indices in train_indices])
-            targets = torch.from_numpy(labels[batch].astype(np.float32))
-            embeddings = upper_embeddings(model, features[batch], config.feature_split)
-            loss = functional.binary_cross_entropy_with_logits(
-                classifier(embeddings).squeeze(1) * 10.0, targets
-            )
+            targets = torch.from_numpy(labels[batch].astype(np.float32)).to(device)
+            with training_autocast(device):
+                embeddings = upper_embeddings(model, features[batch].to(device), config.feature_split)
+                logits = classifier(embeddings).squeeze(1).float() * 10.0
+            loss = functional.binary_cross_entropy_with_logits(logits, targets)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -267,11 +296,32 @@ def finetune_encoder(
                 stale += 1
         history.append(record)
         bar.set_postfix({key: round(value, 3) for key, value in record.items() if key != "epoch"})
-        if use_validation and stale >= config.patience:
+        stop = use_validation and stale >= config.patience
+        if snapshots is not None:
+            trained, classifier_now = _snapshot(model, names, classifier)
+            snapshots.save(
+                snapshot_name,
+                {
+                    "epoch": epoch,
+                    "finished": stop or epoch == config.max_epochs,
+                    "trained": trained,
+                    "classifier": classifier_now,
+                    "optimiser": optimiser.state_dict(),
+                    "random": random_state(rng),
+                    "best_auc": float(best[0]),
+                    "best_epoch": int(best[1]),
+                    "best_trained": best_state[0],
+                    "best_classifier": best_state[1],
+                    "stale": stale,
+                    "history": history,
+                },
+            )
+        if stop:
             break
     if not use_validation:
         best, best_state = (float("nan"), config.max_epochs), _snapshot(model, names, classifier)
     overrides, classifier_state = best_state
+    model.cpu()
     model.load_state_dict({**model.state_dict(), **overrides})
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -299,7 +349,10 @@ def _snapshot(
     model: InceptionResnetV1, names: Sequence[str], classifier: nn.Module
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     state = model.state_dict()
-    return {name: state[name].detach().clone() for name in names}, copy.deepcopy(classifier.state_dict())
+    return (
+        {name: state[name].detach().cpu().clone() for name in names},
+        {name: value.detach().cpu().clone() for name, value in classifier.state_dict().items()},
+    )
 
 
 def _video_labels(labels: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
@@ -321,7 +374,11 @@ def _val_auc(
 ) -> float:
     embeddings = torch.from_numpy(embed_features(model, features[indices], config.feature_split))
     with torch.inference_mode():
-        probabilities = torch.sigmoid(classifier(embeddings).squeeze(1)).numpy()
+        probabilities = (
+            torch.sigmoid(classifier(embeddings.to(next(classifier.parameters()).device)).squeeze(1))
+            .cpu()
+            .numpy()
+        )
     videos = video_ids[indices]
     unique = np.unique(videos)
     video_scores = np.array([probabilities[videos == video].mean() for video in unique])

@@ -121,12 +121,90 @@ class FrameMeanHead(nn.Module):
         return self.out(x).squeeze(2).mean(dim=1)
 
 
+class IdentityConsistencyHead(nn.Module):
+    """Identity evidence over the window: does the inner face belong to the outer face's person?
+
+    Input: B x W x 1024 windows of ``engine.evidence`` features (inner embedding, outer
+    embedding). Per frame, two projections (inner and outer, trained so that the two parts of a
+    real face agree and those of a face swap do not, the idea of ICT, CVPR 2022) give a learned
+    cosine; with the raw cosine of the two embeddings it makes a frame logit. An LSTM over the
+    frames' (raw cosine, learned cosine) adds what the sequence shows (flicker of a swap, a
+    consistently mismatched head); its output starts at zero, so an untrained LSTM leaves the mean
+    frame logit.
+    """
+
+    features = "inner_outer"
+
+    def __init__(
+        self,
+        input_dim: int = 2 * EMBEDDING_DIM,
+        projection_dim: int = 128,
+        hidden_size: int = 16,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if input_dim != 2 * EMBEDDING_DIM:
+            raise ValueError(f"input_dim must be {2 * EMBEDDING_DIM} (inner + outer), got {input_dim}")
+        self.input_dim = input_dim
+
+        def projection() -> nn.Sequential:
+            return nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(EMBEDDING_DIM, 256),
+                nn.ReLU(),
+                nn.Linear(256, projection_dim),
+            )
+
+        self.project_inner = projection()
+        self.project_outer = projection()
+        # frame logit = weights . (raw cosine, learned cosine) + bias; disagreement means fake.
+        self.frame = nn.Linear(2, 1)
+        with torch.no_grad():
+            self.frame.weight.copy_(torch.tensor([[-4.0, -4.0]]))
+            self.frame.bias.fill_(4.0)
+        self.lstm = nn.LSTM(2, hidden_size, batch_first=True)
+        self.sequence = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.sequence.weight)
+        nn.init.zeros_(self.sequence.bias)
+
+    def projected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised projections of the inner and outer embeddings (... x projection_dim each)."""
+        inner = nn.functional.normalize(self.project_inner(x[..., :EMBEDDING_DIM]), dim=-1)
+        outer = nn.functional.normalize(self.project_outer(x[..., EMBEDDING_DIM:]), dim=-1)
+        return inner, outer
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per frame (raw cosine, learned cosine) of inner and outer: ... x 2."""
+        raw = (x[..., :EMBEDDING_DIM] * x[..., EMBEDDING_DIM:]).sum(dim=-1)
+        inner, outer = self.projected(x)
+        return torch.stack([raw, (inner * outer).sum(dim=-1)], dim=-1)
+
+    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """One fake logit per frame (... x 1024 in, ... out), without the sequence model."""
+        return self.frame(self.frame_features(x)).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_window(x, self.input_dim)
+        features = self.frame_features(x)
+        output, _ = self.lstm(features)
+        return self.frame(features).squeeze(-1).mean(dim=1) + self.sequence(output[:, -1]).squeeze(1)
+
+
 HEADS: dict[str, type[nn.Module]] = {
     "lstm": LstmHead,
+    "identity": IdentityConsistencyHead,
     "temporal_conv": TemporalConvHead,
     "transformer": TransformerHead,
     "frame_mean": FrameMeanHead,
 }
+
+
+def head_features(head_type: str) -> str:
+    """What a head reads per frame: "embedding" (the 512-d crop embedding) or "inner_outer"
+    (``engine.evidence`` features: inner and outer embeddings of the crop)."""
+    if head_type not in HEADS:
+        raise ValueError(f"head_type must be one of {sorted(HEADS)}, got {head_type!r}")
+    return str(getattr(HEADS[head_type], "features", "embedding"))
 
 
 def build_head(head_type: str, **params: Any) -> nn.Module:

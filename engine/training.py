@@ -1,7 +1,8 @@
-"""Training and cross-validation of sequence heads on per-video embedding sequences.
+"""Training of sequence heads on per-video embedding sequences, and group splits.
 
 Everything here works on plain arrays (``VideoSequence``); turning videos into embeddings is
-``stream.extract``'s job. Splits are always by identity ``group``: one person never appears on
+``stream.training.extract``'s job, and the recipe that cross-validates a whole detector is
+``stream.training.recipe``. Splits are always by identity ``group``: one person never appears on
 both sides of a split.
 """
 
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 
 from engine.heads import build_head
 from engine.metrics import roc_auc
+from engine.snapshots import Snapshots, random_state, restore_random_state
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +186,10 @@ def split_by_group(
     )
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def score_videos(
     head: nn.Module, videos: Sequence[VideoSequence], window_size: int, stride: int
 ) -> np.ndarray:
@@ -193,7 +199,7 @@ def score_videos(
     with torch.inference_mode():
         for video in videos:
             windows = torch.from_numpy(make_windows(video.embeddings, window_size, stride))
-            scores.append(float(torch.sigmoid(head(windows)).mean()))
+            scores.append(float(torch.sigmoid(head(windows.to(_device_of(head)))).mean()))
     return np.asarray(scores)
 
 
@@ -204,7 +210,13 @@ def score_windows(
     head.eval()
     with torch.inference_mode():
         return [
-            torch.sigmoid(head(torch.from_numpy(make_windows(video.embeddings, window_size, stride)))).numpy()
+            torch.sigmoid(
+                head(
+                    torch.from_numpy(make_windows(video.embeddings, window_size, stride)).to(_device_of(head))
+                )
+            )
+            .cpu()
+            .numpy()
             for video in videos
         ]
 
@@ -215,11 +227,18 @@ def train_head(
     config: HeadTrainingConfig,
     fixed_epochs: int | None = None,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    snapshot_name: str = "head",
+    device: torch.device | None = None,
 ) -> TrainedHead:
     """Train a head with class-balanced window sampling and early stopping on validation video AUC.
 
     Without validation videos of both classes (or with ``fixed_epochs``) it trains for
     ``fixed_epochs`` (default ``max_epochs``) epochs and keeps the last weights.
+
+    With ``snapshots`` the whole state is saved as ``snapshot_name`` after every epoch, and a
+    saved state is continued from: the result equals an uninterrupted run's (same data, config).
+    ``device`` is where the head trains (default CPU); the returned head is on the CPU.
     """
     labels = np.array([video.label for video in train_videos])
     if labels.sum() == 0 or labels.sum() == len(labels):
@@ -230,7 +249,8 @@ def train_head(
     rng = np.random.default_rng(config.seed)
     windows = [make_windows(video.embeddings, config.window_size, config.stride) for video in train_videos]
     input_dim = windows[0].shape[2]
-    head = build_head(config.head_type, input_dim=input_dim, **config.head_params)
+    device = device or torch.device("cpu")
+    head = build_head(config.head_type, input_dim=input_dim, **config.head_params).to(device)
     optimiser = torch.optim.Adam(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_function = nn.BCEWithLogitsLoss()
     val_labels = np.array([video.label for video in val_videos])
@@ -240,8 +260,29 @@ def train_head(
 
     best_auc, best_epoch, best_state = -np.inf, epochs, copy.deepcopy(head.state_dict())
     history: list[dict[str, float]] = []
-    bar = tqdm(range(1, epochs + 1), desc=f"train {config.head_type}", disable=not progress, leave=False)
     stale = 0
+    first_epoch = 1
+    saved = snapshots.load(snapshot_name) if snapshots is not None else None
+    if saved is not None:
+        head.load_state_dict(saved["head"])
+        optimiser.load_state_dict(saved["optimiser"])
+        restore_random_state(rng, saved["random"])
+        best_auc, best_epoch, best_state = (
+            float(saved["best_auc"]),
+            int(saved["best_epoch"]),
+            saved["best_state"],
+        )
+        stale, history = int(saved["stale"]), list(saved["history"])
+        first_epoch = epochs + 1 if saved["finished"] else int(saved["epoch"]) + 1
+        logger.info("%s: resuming after epoch %d", snapshot_name, int(saved["epoch"]))
+    bar = tqdm(
+        range(first_epoch, epochs + 1),
+        desc=f"train {config.head_type}",
+        disable=not progress,
+        leave=False,
+        initial=first_epoch - 1,
+        total=epochs,
+    )
     for epoch in bar:
         head.train()
         # Class balance: each window picks a class with equal odds, then a video, then a window.
@@ -254,7 +295,8 @@ def train_head(
             x = torch.from_numpy(batch_windows[start : start + config.batch_size])
             if config.embedding_noise > 0:
                 x = x + config.embedding_noise * torch.randn_like(x)
-            y = torch.from_numpy(targets[start : start + config.batch_size])
+            x = x.to(device)
+            y = torch.from_numpy(targets[start : start + config.batch_size]).to(device)
             optimiser.zero_grad()
             loss = loss_function(head(x), y)
             loss.backward()
@@ -270,39 +312,33 @@ def train_head(
                 stale += 1
         history.append(record)
         bar.set_postfix({key: round(value, 3) for key, value in record.items() if key != "epoch"})
-        if use_validation and stale >= config.patience:
+        stop = use_validation and stale >= config.patience
+        if snapshots is not None:
+            snapshots.save(
+                snapshot_name,
+                {
+                    "epoch": epoch,
+                    "finished": stop or epoch == epochs,
+                    "head": head.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "random": random_state(rng),
+                    "best_auc": float(best_auc),
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "stale": stale,
+                    "history": history,
+                },
+            )
+        if stop:
             break
     if use_validation:
         head.load_state_dict(best_state)
     else:
         best_auc = float("nan")
     logger.info("trained %s head: best epoch %d, validation AUC %.3f", config.head_type, best_epoch, best_auc)
-    return TrainedHead(head=head.eval(), best_epoch=best_epoch, val_auc=float(best_auc), history=history)
-
-
-@dataclass(frozen=True, eq=False)
-class CrossValidation:
-    """Out-of-fold video scores of a group-held-out cross-validation.
-
-    Attributes:
-        videos: the evaluated videos, in the order of ``scores``.
-        scores: out-of-fold video-level p_fake.
-        folds: fold index of each video.
-        best_epochs: the early-stopping epoch of each fold.
-    """
-
-    videos: list[VideoSequence]
-    scores: np.ndarray
-    folds: np.ndarray
-    best_epochs: list[int]
-
-    def auc(self) -> float:
-        """Video-level ROC AUC over all videos."""
-        return roc_auc(np.array([video.label for video in self.videos]), self.scores)
-
-    def auc_per_method(self) -> dict[str, float]:
-        """AUC of each method's fakes against all real videos."""
-        return method_aucs(self.videos, self.scores)
+    return TrainedHead(
+        head=head.cpu().eval(), best_epoch=best_epoch, val_auc=float(best_auc), history=history
+    )
 
 
 def method_aucs(videos: Sequence[VideoSequence], scores: np.ndarray) -> dict[str, float]:
@@ -315,38 +351,3 @@ def method_aucs(videos: Sequence[VideoSequence], scores: np.ndarray) -> dict[str
         if (labels[keep] == 0).any():
             result[method] = roc_auc(labels[keep], scores[keep])
     return result
-
-
-def cross_validate(
-    videos: Sequence[VideoSequence],
-    config: HeadTrainingConfig,
-    n_folds: int = 5,
-    extra_train: Sequence[VideoSequence] = (),
-    val_fraction: float = 0.25,
-    progress: bool = True,
-) -> CrossValidation:
-    """Group-held-out k-fold: train on the other folds (plus ``extra_train``), score the held-out fold.
-
-    ``extra_train`` (e.g. pseudo-fakes or extra real clips) is only ever trained on; an extra video
-    whose group is in the held-out fold (a pseudo-fake made from a held-out real video) is left
-    out of that fold's training. Early stopping uses a group split of the training folds.
-    """
-    videos = list(videos)
-    folds = group_folds(
-        [video.group for video in videos], [video.label for video in videos], n_folds, config.seed
-    )
-    scores = np.full(len(videos), np.nan)
-    fold_of = np.zeros(len(videos), dtype=np.int64)
-    best_epochs = []
-    for fold, test_indices in enumerate(tqdm(folds, desc="cross-validation", disable=not progress)):
-        test_set = set(test_indices.tolist())
-        train = [video for i, video in enumerate(videos) if i not in test_set]
-        fit, val = split_by_group(train, val_fraction, seed=config.seed + fold)
-        held_out_groups = {videos[i].group for i in test_indices}
-        extra = [video for video in extra_train if video.group not in held_out_groups]
-        trained = train_head(fit + extra, val, config, progress=False)
-        best_epochs.append(trained.best_epoch)
-        test_videos = [videos[i] for i in test_indices]
-        scores[test_indices] = score_videos(trained.head, test_videos, config.window_size, config.stride)
-        fold_of[test_indices] = fold
-    return CrossValidation(videos=videos, scores=scores, folds=fold_of, best_epochs=best_epochs)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 import engine
-from engine.checkpoint import CheckpointError, ScorerCheckpoint, load_checkpoint
+from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
 from stream.alerts import AlertMonitor
 from stream.config import AppConfig
 from stream.pipeline import Pipeline
@@ -43,17 +43,35 @@ class PipelineComponents:
 
     @property
     def threshold(self) -> float:
-        """The decision threshold in use: the config's, else the checkpoint's calibrated one."""
+        """The FAKE threshold in use: the config's, else the checkpoint's (calibrated: 5 % per track)."""
         configured = self.config.pipeline.threshold
         return configured if configured is not None else self.checkpoint.threshold
+
+    @property
+    def real_threshold(self) -> float | None:
+        """The calibrated REAL bound (5 % per window); None with a configured threshold or none."""
+        calibration = self.checkpoint.calibration
+        if self.config.pipeline.threshold is not None or calibration is None:
+            return None
+        return calibration.verdict_thresholds()[0]
+
+    @property
+    def alert_threshold(self) -> float:
+        """The config's, else the calibrated 1 % per-track threshold, else the FAKE threshold."""
+        calibration = self.checkpoint.calibration
+        if self.config.alerts.threshold is not None:
+            return self.config.alerts.threshold
+        if self.config.pipeline.threshold is None and calibration is not None:
+            # AlertMonitor needs a threshold strictly inside (0, 1).
+            return min(max(calibration.alert_threshold, 1e-6), 1.0 - 1e-6)
+        return self.threshold
 
     def new_pipeline(self) -> Pipeline:
         """A fresh pipeline (no tracks, no scorer state) over the shared models."""
         config = self.config
         scorer_config = self.checkpoint.scorer_config(**config.scorer_overrides)
-        alert_threshold = config.alerts.threshold if config.alerts.threshold is not None else self.threshold
         alerts = (
-            AlertMonitor(alert_threshold, config.alerts.hysteresis, config.alerts.sustain_s)
+            AlertMonitor(self.alert_threshold, config.alerts.hysteresis, config.alerts.sustain_s)
             if config.alerts.enabled
             else None
         )
@@ -67,6 +85,7 @@ class PipelineComponents:
             config=config.pipeline,
             threshold=self.threshold,
             alerts=alerts,
+            real_threshold=self.real_threshold,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -78,6 +97,8 @@ class PipelineComponents:
             "window_size": self.checkpoint.window_size,
             "sample_rate_hz": self.checkpoint.sample_rate_hz,
             "threshold": self.threshold,
+            "real_threshold": self.real_threshold,
+            "calibrated": self.checkpoint.calibration is not None,
         }
 
     def close(self) -> None:
@@ -92,8 +113,9 @@ def load_components(config: AppConfig) -> PipelineComponents:
     """Load the scorer checkpoint, the encoder it was trained with, and the detector.
 
     Raises:
-        SetupError: the checkpoint is missing, unreadable or trained on other encoder weights,
-            or the encoder cannot be built; the message is one line for the user.
+        SetupError: the checkpoint is missing, unreadable, trained on other encoder weights or on
+            crops cut otherwise than ``config.crop`` (the message names both settings), or the
+            encoder cannot be built; the message is one line for the user.
     """
     if config.pipeline.torch_threads is not None:
         import torch
@@ -101,17 +123,12 @@ def load_components(config: AppConfig) -> PipelineComponents:
         torch.set_num_threads(config.pipeline.torch_threads)
     try:
         checkpoint = load_checkpoint(config.model.checkpoint)
+        checkpoint.check_crop(CropSettings(config.crop.mode, config.crop.margin, config.crop.size_px))
+        encoder = open_encoder(checkpoint, config.encoder)
     except CheckpointError as error:
         raise SetupError(str(error)) from error
-    try:
-        encoder = engine.encoder_from_config(config.encoder, checkpoint.encoder_overrides)
     except (engine.BackendUnavailableError, engine.WeightsError, ValueError) as error:
         raise SetupError(f"cannot build the face encoder: {error}") from error
-    try:
-        checkpoint.check_encoder(encoder.weights_id)
-    except CheckpointError as error:
-        encoder.close()
-        raise SetupError(str(error)) from error
     detector = FaceDetector(config.detector)
     logger.info(
         "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s",

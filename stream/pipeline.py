@@ -27,6 +27,7 @@ from stream.stages import Cropper, Detector, Encoder, Scorer, Tracker
 from stream.stats import RunStats
 from stream.track_record import TrackRecord
 from stream.verdict import VerdictRule
+from tracking.face_step import FaceStep
 from tracking.track import Track, TrackState
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,8 @@ class PipelineConfig:
 
 @dataclass
 class _SourceState:
-    tracker: Tracker
+    step: FaceStep
     scorer: Scorer
-    frames: int = 0
     live_ids: set[int] = field(default_factory=set)
     last_sample_s: dict[int, float] = field(default_factory=dict)
 
@@ -93,6 +93,8 @@ class Pipeline:
             ``TrackerConfig.detect_every_n_frames``); the tracker predicts on the frames between.
         config: scheduling and reporting settings.
         threshold: the decision threshold used when ``config.threshold`` is None (the model's).
+        real_threshold: with ``threshold``, the model's calibrated REAL bound (``VerdictRule``);
+            None for the uncalibrated rule. Unused when ``config.threshold`` is set.
         alerts: the alert rule; None for no alert events.
     """
 
@@ -108,6 +110,7 @@ class Pipeline:
         config: PipelineConfig | None = None,
         threshold: float = 0.5,
         alerts: AlertMonitor | None = None,
+        real_threshold: float | None = None,
     ) -> None:
         if detect_every_n_frames < 1:
             raise ValueError(f"detect_every_n_frames must be >= 1, got {detect_every_n_frames}")
@@ -118,8 +121,10 @@ class Pipeline:
         self._crop = crop
         self._encoder = encoder
         self._scorer_factory = scorer_factory
-        decision = self.config.threshold if self.config.threshold is not None else threshold
-        self.verdicts = VerdictRule(decision, self.config.uncertain_margin)
+        if self.config.threshold is not None:
+            self.verdicts = VerdictRule(self.config.threshold, self.config.uncertain_margin)
+        else:
+            self.verdicts = VerdictRule(threshold, self.config.uncertain_margin, real_threshold)
         self._alerts = alerts
         self._sources: dict[str, _SourceState] = {}
         self._records: dict[tuple[str, int], TrackRecord] = {}
@@ -181,21 +186,17 @@ class Pipeline:
     def _detect_and_track(self, frame: Frame, timings: dict[str, float], events: list[Event]) -> list[Track]:
         state = self._sources.get(frame.source_id)
         if state is None:
-            state = _SourceState(
-                tracker=self._tracker_factory(frame.source_id), scorer=self._scorer_factory()
+            step = FaceStep(
+                self._detector, self._tracker_factory(frame.source_id), self.detect_every_n_frames
             )
+            state = _SourceState(step=step, scorer=self._scorer_factory())
             self._sources[frame.source_id] = state
-        detections = None
-        if state.frames % self.detect_every_n_frames == 0:
-            t0 = time.perf_counter()
-            detections = self._detector.detect(frame.image)
-            timings["detect"] = _ms_since(t0)
-        state.frames += 1
-        t0 = time.perf_counter()
-        tracks = state.tracker.update(detections, frame.timestamp_s)
-        timings["track"] = _ms_since(t0)
-        # The tracker reports live tracks only: an id that disappeared has ended.
-        tracks = [track for track in tracks if track.state is not TrackState.ENDED]
+        stepped = state.step.track(frame.image, frame.timestamp_s)
+        if stepped.detected:
+            timings["detect"] = stepped.detect_ms
+        timings["track"] = stepped.track_ms
+        # The step reports live tracks only: an id that disappeared has ended.
+        tracks = stepped.tracks
         current = {track.track_id for track in tracks}
         for track_id in sorted(state.live_ids - current):
             state.scorer.forget(track_id)

@@ -17,7 +17,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Extract what is missing from the cache, score every video's main face track with the "
             "checkpoint and write video- and window-level ROC AUC, EER and accuracy at the checkpoint's "
-            "threshold, per source and per method, to --report (a ROC PNG is written beside it)."
+            "threshold, per source and per method, to --report (a ROC PNG and a reliability PNG are written "
+            "beside it). With --calibrate, thresholds are read off the set's real videos."
         ),
     )
     parser.add_argument(
@@ -28,53 +29,89 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--backend", default="auto", help="encoder backend: auto, torch, onnxruntime, tensorrt"
     )
+    parser.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="OUT.pt",
+        help="write a copy of the checkpoint calibrated on this set's real videos (thresholds at 1 %% "
+        "and 5 %% false alarms per window and per track) with this set's video AUC",
+    )
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="also score image rows (a photo's face is a one-sample track; by default videos only)",
+    )
     parser.add_argument("--split", default="", help="only rows whose manifest 'set' is this (e.g. dev)")
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache root (default: the user cache dir)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from stream.training.progress import add_progress_flags
+
+    add_progress_flags(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.checkpoint import load_checkpoint
-    from stream.datasets import load_media_set
-    from stream.evaluation import evaluate, plot_roc
-    from stream.extract import ExtractConfig, extract_media
+    from engine.calibration import calibrate
+    from engine.checkpoint import load_checkpoint, open_encoder
+    from engine.config import EncoderConfig
+    from stream.training.datasets import load_media_set
+    from stream.training.evaluation import evaluate, plot_reliability, plot_roc
+    from stream.training.extract import ExtractConfig, crop_config, extract_media
+    from stream.training.progress import show_progress
 
     checkpoint = load_checkpoint(args.checkpoint)
-    items = load_media_set(args.manifest)
+    try:
+        items = load_media_set(args.manifest)
+    except ValueError as error:
+        raise SystemExit(f"deepwatch eval: {error}") from error
     if args.split:
         items = [item for item in items if item.split == args.split]
         if not items:
             raise SystemExit(f"no rows with set {args.split!r} in {args.manifest}")
-    import engine
-
-    encoder = engine.load_encoder(
-        weights=checkpoint.encoder_weights,
-        backend=args.backend,
-        state_overrides=checkpoint.encoder_overrides or None,
+    encoder = open_encoder(
+        checkpoint, EncoderConfig(weights=checkpoint.encoder_weights, backend=args.backend)
     )
+    # The videos are cropped as the model's training crops were (the default for old checkpoints).
+    extract_config = ExtractConfig(sample_rate_hz=checkpoint.sample_rate_hz)
+    if checkpoint.crop is not None:
+        extract_config = ExtractConfig(
+            sample_rate_hz=checkpoint.sample_rate_hz, crop=crop_config(checkpoint.crop)
+        )
     try:
-        checkpoint.check_encoder(encoder.weights_id)
         results = extract_media(
             items,
-            ExtractConfig(sample_rate_hz=checkpoint.sample_rate_hz),
+            extract_config,
             encoder=encoder,
             encoder_overrides=checkpoint.encoder_overrides,
-            progress=not args.no_progress,
+            progress=show_progress(args),
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+            include_images=args.images,
         )
     finally:
         encoder.close()
     report = evaluate(results, checkpoint)
     curves = report.pop("_curves")
+    real_windows = report.pop("_real_windows")
     report_path = Path(args.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    png = plot_roc(curves, report_path.with_suffix(".png"), f"deepwatch: {Path(str(checkpoint.path)).name}")
+    name = Path(str(checkpoint.path)).name
+    png = plot_roc(curves, report_path.with_suffix(".png"), f"deepwatch: {name}")
     report["roc_png"] = str(png) if png else None
+    reliability = plot_reliability(
+        curves, report_path.with_name(report_path.stem + ".reliability.png"), f"reliability: {name}"
+    )
+    report["reliability_png"] = str(reliability) if reliability else None
+    if args.calibrate:
+        if not real_windows:
+            raise SystemExit(f"deepwatch eval: --calibrate needs real videos with faces in {args.manifest}")
+        protocol = f"deepwatch eval on {args.manifest}" + (f" (set {args.split!r})" if args.split else "")
+        calibration = calibrate(real_windows, report["video"].get("auc", float("nan")), protocol)
+        calibrated = checkpoint.with_calibration(calibration)
+        calibrated.save(args.calibrate)
+        report["calibrated_checkpoint"] = {"path": str(args.calibrate), **calibration.to_dict()}
     report_path.write_text(json.dumps(report, indent=2))
     video = report["video"]
     logger.info(

@@ -70,23 +70,41 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--cache-dir", default=None, help="extraction cache root (default: the user cache dir)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run stopped in the output's run folder (<out without .pt>.run/); "
+        "refused when any training setting differs",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where fine-tuning and the head train: auto (a CUDA GPU if there is one), cpu, cuda, cuda:N",
+    )
+    from stream.training.progress import add_progress_flags
+
+    add_progress_flags(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
     from pathlib import Path
 
     import torch
 
+    from engine.devices import bf16_worthwhile, resolve_device
     from engine.finetune import FinetuneConfig
+    from engine.snapshots import ResumeError, RunFolder
     from engine.training import HeadTrainingConfig
     from engine.weights import load_weights
-    from stream.datasets import load_media_set
-    from stream.extract import ExtractConfig, extract_media
-    from stream.training_pipeline import TrainingOptions, train_detector
+    from stream.training.datasets import load_media_set
+    from stream.training.extract import ExtractConfig, extract_media
+    from stream.training.progress import show_progress
+    from stream.training.recipe import TrainingOptions, train_detector
 
     torch.manual_seed(args.seed)
+    extract_config = ExtractConfig()
     try:
         head_params = json.loads(args.head_params)
     except json.JSONDecodeError as error:
@@ -119,21 +137,49 @@ def run(args: argparse.Namespace) -> int:
             cv_split=args.cv_split,
             threshold_fpr=args.threshold_fpr,
             max_crops=args.max_crops,
+            crop=extract_config.crop,
             seed=args.seed,
         )
+        device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"deepwatch train: {error}") from error
-    items = load_media_set(args.source)
-    progress = not args.no_progress
+    logger.info(
+        "training on %s (bf16 autocast: %s)", device, "on" if bf16_worthwhile(device) else "off, fp32"
+    )
+    # What must not change between a run and its resumption (the device may).
+    run_config = {
+        "source": str(Path(args.source).resolve()),
+        "weights": args.weights,
+        "options": asdict(options),
+    }
+    try:
+        run_path = Path(args.out).with_suffix(".run")
+        if run_path == Path(args.out):
+            run_path = run_path.with_name(run_path.name + ".run")
+        run_folder = RunFolder(run_path, run_config, resume=args.resume)
+    except ResumeError as error:
+        raise SystemExit(f"deepwatch train: {error}") from error
+    try:
+        items = load_media_set(args.source)
+    except ValueError as error:
+        raise SystemExit(f"deepwatch train: {error}") from error
+    progress = show_progress(args)
     results = extract_media(
         items,
-        ExtractConfig(),
+        extract_config,
         progress=progress,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
     base = load_weights(args.weights)
     checkpoint, figures = train_detector(
-        results, base.state_dict, args.weights, base.weights_id, options, progress=progress
+        results,
+        base.state_dict,
+        args.weights,
+        base.weights_id,
+        options,
+        progress=progress,
+        snapshots=run_folder,
+        device=device,
     )
     checkpoint.save(args.out)
     if "video_auc" in figures:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, ScorerCheckpoint, default_checkpoint_path, load_checkpoint
+from engine.checkpoint import (
+    CheckpointError,
+    CropSettings,
+    ScorerCheckpoint,
+    default_checkpoint_path,
+    load_checkpoint,
+)
 from engine.heads import build_head
 
 
@@ -25,6 +31,7 @@ def make_checkpoint(**changes: object) -> ScorerCheckpoint:
         "threshold": 0.6,
         "threshold_fpr": 0.05,
         "training_summary": {"videos": 3},
+        "crop": CropSettings(mode="aligned", margin=0.25, size_px=160),
     }
     values.update(changes)
     return ScorerCheckpoint(**values)  # type: ignore[arg-type]
@@ -53,6 +60,51 @@ def test_round_trip_rebuilds_the_same_scorer(tmp_path) -> None:
     assert loaded.build_scorer().score_window(window) == pytest.approx(expected, abs=2e-3)
     scorer = loaded.build_scorer()
     assert scorer.config.window_size == 8 and scorer.sample_rate_hz == 8.0
+
+
+def test_crop_settings_round_trip_and_a_mismatch_names_both(tmp_path) -> None:
+    path = make_checkpoint().save(tmp_path / "model.pt")
+    assert torch.load(path, weights_only=True)["crop"] == {"mode": "aligned", "margin": 0.25, "size_px": 160}
+    loaded = load_checkpoint(path)
+    assert loaded.crop == CropSettings("aligned", 0.25, 160)
+    loaded.check_crop(CropSettings("aligned", 0.25, 160))
+    expected = (
+        r"trained on crops with mode aligned, margin 0.25, size 160 px, "
+        r"but the config asks for mode box, margin 0.4, size 160 px"
+    )
+    with pytest.raises(CheckpointError, match=expected):
+        loaded.check_crop(CropSettings("box", 0.4, 160))
+    with pytest.raises(CheckpointError, match="size 112 px"):
+        loaded.check_crop(CropSettings("aligned", 0.25, 112))
+
+
+def test_a_format_1_file_loads_with_its_crop_not_recorded(tmp_path, caplog) -> None:
+    raw = make_checkpoint().to_dict()
+    raw["format_version"] = 1
+    del raw["crop"]
+    torch.save(raw, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.crop is None
+    with caplog.at_level("WARNING", logger="engine.checkpoint"):
+        loaded.check_crop(CropSettings("box", 0.4, 160))
+    assert "does not record its crop settings" in caplog.text
+    raw["format_version"] = 3
+    torch.save(raw, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=r"format version 3, expected one of \(1, 2\)"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (("tight", 0.25, 160), "crop mode must be one of"),
+        (("box", -0.1, 160), "crop margin must be in"),
+        (("box", 0.25, 8), "crop size_px must be an integer >= 16, got 8"),
+    ],
+)
+def test_bad_crop_settings_are_refused(fields, message) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        CropSettings(*fields)
 
 
 def test_encoder_with_other_base_weights_is_refused(tmp_path) -> None:

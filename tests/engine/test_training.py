@@ -1,15 +1,13 @@
-"""Head training and group cross-validation on tiny synthetic embedding sequences."""
+"""Head training and group splits on tiny synthetic embedding sequences."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine import training
 from engine.training import (
     HeadTrainingConfig,
     VideoSequence,
-    cross_validate,
     group_folds,
     make_windows,
     method_aucs,
@@ -85,44 +83,6 @@ def test_train_head_learns_and_is_deterministic() -> None:
     assert first.val_auc >= 0.9
     assert first.best_epoch == second.best_epoch
     assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
-
-
-def test_cross_validation_scores_every_video_out_of_fold() -> None:
-    videos = synthetic_videos()
-    extra = [
-        VideoSequence(name=f"extra{i}", label=0, group=f"extra{i}", embeddings=np.zeros((8, 16), np.float32))
-        for i in range(2)
-    ]
-    result = cross_validate(videos, FAST, n_folds=3, extra_train=extra, progress=False)
-    assert np.isfinite(result.scores).all() and len(result.scores) == len(videos)
-    assert result.auc() >= 0.85
-    per_method = result.auc_per_method()
-    assert set(per_method) == {"A", "B"}
-
-
-def test_cross_validation_never_trains_on_a_held_out_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    videos = synthetic_videos()
-    # Pseudo-fake-like extras share their source video's group.
-    extras = [
-        VideoSequence(name=f"sbi{i}", label=1, group=video.group, embeddings=video.embeddings + 1.0)
-        for i, video in enumerate(videos)
-        if video.label == 0
-    ]
-    seen: list[set[str]] = []
-    real_train_head = training.train_head
-
-    def recording_train_head(fit, val, config, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append({video.group for video in fit} | {video.group for video in val})
-        return real_train_head(fit, val, config, **kwargs)
-
-    monkeypatch.setattr(training, "train_head", recording_train_head)
-    result = training.cross_validate(videos, FAST, n_folds=3, extra_train=extras, progress=False)
-    assert len(seen) == 3
-    for fold, trained_groups in enumerate(seen):
-        held_out = {video.group for video, f in zip(result.videos, result.folds, strict=True) if f == fold}
-        assert held_out and not trained_groups & held_out
-        # Extras of the training groups are used.
-        assert len(trained_groups) == len({video.group for video in videos}) - len(held_out)
 
 
 def test_method_aucs_compare_each_method_with_all_reals() -> None:

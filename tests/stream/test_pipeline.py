@@ -252,3 +252,22 @@ def test_encoding_moves_off_detection_frames_without_lowering_the_sample_rate():
     on_detection_frames = [index for index in encoder.indices if index % 3 == 0]
     # Only the track's first sample (nothing to defer from) shares a frame with detection.
     assert len(on_detection_frames) == 1
+
+
+def test_calibrated_verdict_bands() -> None:
+    from stream.verdict import VerdictRule
+
+    rule = VerdictRule(0.7, margin=0.1, real_at_most=0.4)
+    assert [rule.verdict(p, True) for p in (0.1, 0.4, 0.41, 0.7, 0.7001, 1.0)] == [
+        "REAL",
+        "REAL",
+        "UNSURE",
+        "UNSURE",
+        "FAKE",
+        "FAKE",
+    ]
+    assert rule.verdict(0.99, False) == "UNSURE"
+    # Saturated scores: a calibrated threshold of 1.0 is allowed (nothing reads FAKE).
+    assert VerdictRule(1.0, real_at_most=1.0).verdict(1.0, True) == "REAL"
+    with pytest.raises(ValueError, match="real_at_most <= threshold"):
+        VerdictRule(0.5, real_at_most=0.6)

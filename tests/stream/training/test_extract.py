@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stream.datasets import MediaItem, load_celeb_df, load_manifest, load_media_set, load_real_fake_folders
-from stream.extract import ExtractConfig, FaceCache, FaceExtractor, extract_media
+from stream.cli import main
+from stream.training.datasets import (
+    MediaItem,
+    load_celeb_df,
+    load_manifest,
+    load_media_set,
+    load_real_fake_folders,
+)
+from stream.training.extract import ExtractConfig, FaceCache, FaceExtractor, describe, extract_media
 from tests.stream.face_videos import write_face_video
 from tracking.crops import landmark_template
 
@@ -88,11 +96,74 @@ def test_no_face_gives_an_empty_cache_and_a_broken_file_is_skipped(
     results = extract_media(
         items, ExtractConfig(), encoder=CountingEncoder(), cache_dir=tmp_path, progress=False
     )
-    assert [result.item.name for result in results] == ["noise.mp4"]
-    empty = results[0]
-    assert empty.faces.empty and "no face found" in empty.faces.reason
+    # The image row is skipped (videos only by default); the broken video is kept, marked unreadable.
+    assert [result.item.name for result in results] == ["noise.mp4", "broken.mp4"]
+    empty, broken = results
+    assert empty.faces.empty and "no face found" in empty.faces.reason and not empty.unreadable
     assert empty.embeddings is not None and empty.embeddings.shape == (0, 512)
+    assert broken.unreadable and broken.faces.empty and broken.embeddings is None
+    assert broken.faces.reason.startswith("unreadable: ")
     assert "skipping broken.mp4" in caplog.text
+    assert {key: describe(results)[key] for key in ("videos", "images", "unreadable", "empty", "crops")} == {
+        "videos": 2,
+        "images": 0,
+        "unreadable": 1,
+        "empty": 1,
+        "crops": 0,
+    }
+    # Unreadable files are never cached: a repaired file is read next time.
+    assert len(list(tmp_path.glob("broken-*"))) == 0
+
+
+def test_images_give_one_sample_per_face_and_unreadable_ones_are_counted(tmp_path: Path) -> None:
+    import cv2
+    import skimage
+
+    folder = tmp_path / "set"
+    (folder / "real").mkdir(parents=True)
+    photo = np.full((260, 300, 3), 128, np.uint8)
+    photo[40:240, 60:260] = cv2.resize(skimage.data.astronaut()[0:260, 120:380], (200, 200))
+    cv2.imwrite(str(folder / "real" / "face.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "real" / "blank.png"), np.full((120, 120, 3), 128, np.uint8))
+    (folder / "real" / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "real" / "empty.png").write_bytes(b"")
+    summary_path = tmp_path / "summary.json"
+    argv = ["extract", str(folder), "--no-encode", "--images", "--no-progress", "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--summary", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert (summary["images"], summary["unreadable"], summary["empty"], summary["crops"]) == (4, 2, 1, 1)
+    assert sorted(summary["unreadable_files"]) == ["real/corrupt.jpg", "real/empty.png"]
+    (face,) = [
+        result
+        for result in extract_media(
+            load_media_set(folder), cache_dir=tmp_path, progress=False, include_images=True
+        )
+        if not result.faces.empty
+    ]
+    assert face.item.name == "real/face.png" and face.faces.crops.shape == (1, 160, 160, 3)
+    assert face.faces.timestamps_s.tolist() == [0.0]
+    error = np.abs(face.faces.crop_landmarks_5x2[0] - landmark_template(160, 0.25)).max()
+    assert error < 12.0
+
+
+def test_an_empty_set_or_a_manifest_without_group_stops_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "real").mkdir(parents=True)
+    (tmp_path / "empty" / "fake").mkdir()
+    (tmp_path / "empty" / "real" / "notes.txt").write_text("not media")
+    for command in (["extract"], ["train", "--out", str(tmp_path / "m.pt")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command[0], str(tmp_path / "empty"), *command[1:]])
+        assert str(exit_info.value.code).startswith(
+            f"deepwatch {command[0]}: {tmp_path / 'empty'}: no video ("
+        )
+        assert "the set is empty" in str(exit_info.value.code)
+    (tmp_path / "nogroup.csv").write_text("path,label\nempty/real/notes.txt,real\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--manifest", str(tmp_path / "nogroup.csv"), "--report", str(tmp_path / "r.json")])
+    assert "expected columns path,label,group, missing ['group']" in str(exit_info.value.code)
+    (tmp_path / "header.csv").write_text("path,label,group\n")
+    with pytest.raises(ValueError, match=r"header\.csv: no video .* the set is empty"):
+        load_media_set(tmp_path / "header.csv")
 
 
 def test_primary_track_prefers_the_longest_track() -> None:

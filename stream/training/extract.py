@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine.checkpoint import CropSettings
 from engine.scorer import SampleClock
-from stream.datasets import MediaItem
+from stream.training.datasets import MediaItem
 from tracking.config import CropConfig, DetectorConfig, TrackerConfig
+from tracking.face_step import FaceStep
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +176,25 @@ class FaceCache:
 class ExtractedVideo:
     """A media item with its face cache and (when an encoder was given) embeddings.
 
-    ``embeddings`` is None when the video was not encoded; it has one row per crop otherwise.
+    ``embeddings`` is None when the item was not encoded; it has one row per crop otherwise.
+    ``unreadable`` items (the file could not be decoded) have an empty cache whose ``reason``
+    says why; they are never cached, so a repaired file is read next time.
     """
 
     item: MediaItem
     faces: FaceCache
     embeddings: np.ndarray | None
+    unreadable: bool = False
+
+
+def crop_settings(crop: CropConfig) -> CropSettings:
+    """The checkpoint's record of ``crop`` (``engine`` keeps plain values, never a tracking type)."""
+    return CropSettings(mode=crop.mode, margin=crop.margin, size_px=crop.size_px)
+
+
+def crop_config(settings: CropSettings) -> CropConfig:
+    """The crop config that cuts crops as a checkpoint's training crops were cut."""
+    return CropConfig(mode=settings.mode, margin=settings.margin, size_px=settings.size_px)  # type: ignore[arg-type]
 
 
 def cache_root() -> Path:
@@ -211,6 +226,8 @@ def encoder_key(weights_id: str, overrides: dict[str, torch.Tensor] | None) -> s
 class FaceExtractor:
     """Turns one video into a ``FaceCache`` with the tracking stage (MTCNN, Kalman tracker, crops).
 
+    Detection and tracking go through ``tracking.FaceStep``, the live pipeline's per-frame step,
+    and the crops through ``tracking.crop_faces`` with the crop settings the checkpoint records.
     The tracker is updated on every sampled frame (``sample_rate_hz``), the detector runs on every
     ``detect_every_n_samples``-th of them, and a crop is kept for every track matched by the
     latest detection run.
@@ -237,7 +254,11 @@ class FaceExtractor:
             if not fps or not np.isfinite(fps) or fps <= 0 or fps > 1000:
                 logger.warning("%s reports %r fps; assuming 25", path, fps)
                 fps = 25.0
-            tracker = self._tracking.FaceTracker(self._tracker_config, source_id=str(path))
+            step = FaceStep(
+                self._detector,
+                self._tracking.FaceTracker(self._tracker_config, source_id=str(path)),
+                self.config.detect_every_n_samples,
+            )
             clock = SampleClock(self.config.sample_rate_hz)
             crops, times, ids, boxes, landmarks, crop_landmarks = [], [], [], [], [], []
             frame_size = (0, 0)
@@ -259,11 +280,10 @@ class FaceExtractor:
                 sampled += 1
                 image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 frame_size = (image.shape[1], image.shape[0])
-                detect = (sampled - 1) % self.config.detect_every_n_samples == 0
-                tracks = tracker.update(self._detector.detect(image) if detect else None, timestamp_s)
+                # The live per-frame step, fed the sampled frames only (MTCNN dominates the cost).
                 matched = [
                     track
-                    for track in tracks
+                    for track in step.track(image, timestamp_s).tracks
                     if track.frames_since_update < self.config.detect_every_n_samples
                 ]
                 if not matched:
@@ -296,6 +316,38 @@ class FaceExtractor:
             frame_size_wh=frame_size,
         )
 
+    def extract_image(self, path: Path) -> FaceCache:
+        """Detect and crop the faces of one still image (one sample per face, timestamp 0).
+
+        The same step as a video's first frame: an unreadable image raises ``ValueError``.
+        """
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"cannot read image {path}")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        frame_size = (image.shape[1], image.shape[0])
+        step = FaceStep(self._detector, self._tracking.FaceTracker(self._tracker_config, source_id=str(path)))
+        tracks = step.track(image, 0.0).tracks
+        if not tracks:
+            return FaceCache.empty_cache("no face found in the image", frame_size)
+        landmarks = [
+            np.full((5, 2), np.nan, np.float32)
+            if track.landmarks_5x2 is None
+            else np.asarray(track.landmarks_5x2, np.float32)
+            for track in tracks
+        ]
+        return FaceCache(
+            crops=self._tracking.crop_faces(image, tracks, self.config.crop),
+            timestamps_s=np.zeros(len(tracks)),
+            track_ids=np.asarray([track.track_id for track in tracks], np.int64),
+            boxes_xyxy=np.stack([np.asarray(track.box_xyxy, np.float32) for track in tracks]),
+            landmarks_5x2=np.stack(landmarks),
+            crop_landmarks_5x2=np.stack(
+                [self._to_crop(marks, track.box_xyxy) for marks, track in zip(landmarks, tracks, strict=True)]
+            ),
+            frame_size_wh=frame_size,
+        )
+
     def _to_crop(self, landmarks_5x2: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray:
         """The landmarks in crop pixels, through the same transform ``crop_faces`` used."""
         from tracking.crops import aligned_transform, box_transform
@@ -317,20 +369,22 @@ def extract_media(
     progress: bool = True,
     cache_dir: Path | None = None,
     extractor_factory: Callable[[ExtractConfig], FaceExtractor] = FaceExtractor,
+    include_images: bool = False,
 ) -> list[ExtractedVideo]:
     """Extract (or load from the cache) every video item; encode the crops when ``encoder`` is given.
 
-    Image items are skipped (logged). A video that cannot be read is skipped with a logged
-    reason and left out of the result; a video without faces gives an empty cache with its reason.
-    ``encoder_overrides`` only names the encoder in the cache key (the encoder must already
-    carry them).
+    Image items are skipped (logged) unless ``include_images``; an image then gives one sample
+    per face. A file that cannot be read is logged, kept in the result with ``unreadable`` set
+    and an empty cache saying why (``describe`` counts them); an item without faces gives an
+    empty cache with its reason. ``encoder_overrides`` only names the encoder in the cache key
+    (the encoder must already carry them).
     """
     config = config or ExtractConfig()
     root = cache_dir or cache_root()
     images = [item for item in items if item.kind != "video"]
-    if images:
+    if images and not include_images:
         logger.info("skipping %d image rows (video-level evaluation only)", len(images))
-    videos = [item for item in items if item.kind == "video"]
+    videos = [item for item in items if item.kind == "video" or include_images]
     embedding_name = None
     if encoder is not None:
         embedding_name = f"emb-{encoder_key(encoder.weights_id, encoder_overrides)}.npy"
@@ -347,9 +401,11 @@ def extract_media(
             if extractor is None:
                 extractor = extractor_factory(config)
             try:
-                faces = extractor.extract(item.path)
+                faces = (extractor.extract if item.kind == "video" else extractor.extract_image)(item.path)
             except (ValueError, cv2.error) as error:
                 logger.warning("skipping %s: %s", item.name, error)
+                unreadable = FaceCache.empty_cache(f"unreadable: {error}")
+                results.append(ExtractedVideo(item=item, faces=unreadable, embeddings=None, unreadable=True))
                 continue
             if faces.empty:
                 logger.warning("%s: empty cache: %s", item.name, faces.reason)
@@ -383,10 +439,13 @@ def _embeddings(path: Path, faces: FaceCache, encoder: Encoder) -> np.ndarray:
 
 
 def describe(results: Sequence[ExtractedVideo]) -> dict[str, Any]:
-    """Counts for logs and checkpoints: videos, empty caches, crops, per label and method."""
+    """Counts for logs and reports: videos, images, unreadable files, empty caches (readable, no
+    face), crops, per label and method."""
     summary: dict[str, Any] = {
-        "videos": len(results),
-        "empty": sum(result.faces.empty for result in results),
+        "videos": sum(result.item.kind == "video" for result in results),
+        "images": sum(result.item.kind == "image" for result in results),
+        "unreadable": sum(result.unreadable for result in results),
+        "empty": sum(result.faces.empty and not result.unreadable for result in results),
         "crops": int(sum(len(result.faces.crops) for result in results)),
         "real": sum(result.item.label == 0 for result in results),
         "fake": sum(result.item.label == 1 for result in results),

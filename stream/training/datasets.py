@@ -43,18 +43,28 @@ class MediaItem:
 
 
 def load_media_set(location: str | Path) -> list[MediaItem]:
-    """Load a manifest CSV, a Celeb-DF v2 folder, or a folder holding real/ and fake/."""
+    """Load a manifest CSV, a Celeb-DF v2 folder, or a folder holding real/ and fake/.
+
+    A set without a single video or image raises ``ValueError`` saying where nothing was found.
+    """
     location = Path(location)
     if location.is_file() and location.suffix.lower() == ".csv":
-        return load_manifest(location)
-    if location.is_dir() and (location / "Celeb-synthesis").is_dir():
-        return load_celeb_df(location)
-    if location.is_dir() and ((location / "real").is_dir() or (location / "fake").is_dir()):
-        return load_real_fake_folders(location)
-    raise ValueError(
-        f"expected a manifest .csv, a Celeb-DF v2 folder (with Celeb-synthesis/) or a folder with real/ "
-        f"and fake/, got {location}"
-    )
+        items = load_manifest(location)
+    elif location.is_dir() and (location / "Celeb-synthesis").is_dir():
+        items = load_celeb_df(location)
+    elif location.is_dir() and ((location / "real").is_dir() or (location / "fake").is_dir()):
+        items = load_real_fake_folders(location)
+    else:
+        raise ValueError(
+            f"expected a manifest .csv, a Celeb-DF v2 folder (with Celeb-synthesis/) or a folder with "
+            f"real/ and fake/, got {location}"
+        )
+    if not items:
+        raise ValueError(
+            f"{location}: no video ({', '.join(VIDEO_SUFFIXES)}) or image ({', '.join(IMAGE_SUFFIXES)}) "
+            "found: the set is empty"
+        )
+    return items
 
 
 def load_manifest(manifest: str | Path) -> list[MediaItem]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.checkpoint import CheckpointError, CropSettings, load_checkpoint
 from engine.metrics import roc_auc
 from stream.cli import main
 from tests.stream.face_videos import write_face_video
@@ -50,6 +51,7 @@ def test_train_is_deterministic_and_eval_reports(tiny_set: tuple[Path, Path], tm
     assert first.encoder_weights == "casia-webface" and first.encoder_weights_id.startswith("casia-webface@")
     assert first.encoder_overrides == {}
     assert first.window_size == 4 and first.training_summary["videos"] == 6
+    assert first.crop == CropSettings(mode="aligned", margin=0.25, size_px=160)
 
     report_path = tmp_path / "report" / "eval.json"
     argv = [
@@ -73,6 +75,33 @@ def test_train_is_deterministic_and_eval_reports(tiny_set: tuple[Path, Path], tm
     assert report["window"]["n"] >= 6 and "eer" in report["window"]
     png = report_path.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    reliability = report_path.with_name("eval.reliability.png")
+    assert report["reliability_png"] == str(reliability)
+    assert reliability.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["calibration"] is None  # trained without cross-validation: not calibrated
+
+    # Calibrate on the set's 3 real videos, then evaluate the calibrated copy.
+    calibrated_path = tmp_path / "calibrated.pt"
+    calibrate_argv = [*argv, "--calibrate", str(calibrated_path)]
+    assert main([*calibrate_argv, "--cache-dir", str(cache), "--backend", "torch", "--no-progress"]) == 0
+    calibrated = load_checkpoint(calibrated_path)
+    calibration = calibrated.calibration
+    assert calibration is not None and calibration.real_tracks == 3
+    assert calibration.auc == pytest.approx(report["video_auc"])
+    assert str(manifest) in calibration.auc_protocol
+    # 3 real tracks: k = 0 at 1 % and 5 %, so both track thresholds are the highest real window
+    # score, which is also the 1 % window threshold while there are fewer than 100 windows.
+    windows = calibration.real_windows
+    assert 20 <= windows < 100
+    assert calibration.track[0.01] == calibration.track[0.05] == calibration.window[0.01]
+    assert calibration.window[0.05] <= calibration.window[0.01]
+    assert calibrated.threshold == calibration.track[0.05]
+    argv[argv.index(str(tmp_path / "a.pt"))] = str(calibrated_path)
+    assert main([*argv, "--cache-dir", str(cache), "--backend", "torch", "--no-progress"]) == 0
+    at_five = json.loads(report_path.read_text())["calibration"]["0.05"]
+    assert at_five["real_tracks"] == 3 and at_five["real_tracks_past"] == 0
+    # k = floor(0.05 * n) real windows are above the 5 % window threshold (no ties in float scores).
+    assert at_five["real_window_false_alarm_rate"] == pytest.approx(math.floor(0.05 * windows) / windows)
 
 
 def test_finetuned_checkpoint_stores_only_the_changed_layers(
@@ -144,3 +173,41 @@ def test_bad_training_flags_exit_with_the_reason(tmp_path: Path, flags: list[str
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m.pt"), *flags])
     assert message in str(exit_info.value.code)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_train_on_cuda_without_a_gpu_exits_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m.pt"), "--device", "cuda"])
+    assert "device 'cuda' asked for, but torch sees no CUDA GPU here" in str(exit_info.value.code)
+
+
+def test_resume_refuses_another_configuration_naming_the_difference(tmp_path: Path) -> None:
+    out = str(tmp_path / "m.pt")
+    with pytest.raises(SystemExit, match=r"nothing to resume: no run in .*m\.run"):
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--resume"])
+    # A run that stopped (here: at reading its manifest) leaves its run folder and configuration.
+    with pytest.raises(SystemExit, match="deepwatch train: expected a manifest"):
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "16"])
+    assert (tmp_path / "m.run" / "config.json").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "8", "--resume"])
+    assert "options.head.window_size: 16 (run) vs 8 (now)" in str(exit_info.value.code)
+    with pytest.raises(SystemExit, match="deepwatch train: expected a manifest"):
+        main(["train", str(tmp_path / "missing.csv"), "--out", out, "--window", "16", "--resume"])
+
+
+def test_cross_validated_training_stores_a_calibration(tiny_set: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, cache = tiny_set
+    out = tmp_path / "cv.pt"
+    report = tmp_path / "cv.json"
+    argv = ["train", str(manifest), "--out", str(out), "--cv-folds", "3", "--cache-dir", str(cache)]
+    assert main([*argv, "--report", str(report), *TINY, *SMALL_HEAD]) == 0
+    checkpoint = load_checkpoint(out)
+    figures = json.loads(report.read_text())
+    calibration = checkpoint.calibration
+    assert calibration is not None
+    assert calibration.real_tracks == 3 and calibration.auc == pytest.approx(figures["video_auc"])
+    assert calibration.auc_protocol.startswith("group 3-fold cross-validation of the training set")
+    assert checkpoint.threshold == calibration.track[0.05]
+    assert figures["calibration"]["track"]["0.05"] == calibration.track[0.05]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from stream.pseudo_fakes import landmark_mask, sample_parameters, self_blend, self_blend_clip
+from stream.training.pseudo_fakes import landmark_mask, sample_parameters, self_blend, self_blend_clip
 
 # MTCNN's landmarks of the astronaut's face in the crop below (eyes, nose, mouth corners).
 LANDMARKS = np.array([[56.0, 54.2], [78.7, 55.7], [67.1, 68.5], [54.4, 74.6], [77.7, 75.8]])

@@ -3,7 +3,7 @@
 The steps, all on cached crops (no video is decoded here):
 
 1. Each video's primary track (up to ``max_crops`` samples) is one clip; real clips of training
-   groups can also give a self-blended pseudo-fake clip (``stream.pseudo_fakes``).
+   groups can also give a self-blended pseudo-fake clip (``stream.training.pseudo_fakes``).
 2. The frozen lower part of the casia-webface encoder runs once per crop and clip variant; the
    feature maps are cached in memory.
 3. Optionally the upper blocks are fine-tuned as a frame classifier (``engine.finetune``).
@@ -11,8 +11,9 @@ The steps, all on cached crops (no video is decoded here):
    windows (``engine.training``).
 
 Cross-validation repeats 3 and 4 inside each fold, so the figures are held out by identity group,
-fine-tuning included. The final model is trained on everything and its threshold is calibrated
-on the out-of-fold window scores of the real videos.
+fine-tuning included. The final model is trained on everything and calibrated on the
+out-of-fold window scores of the real videos (``engine.calibration``: thresholds at 1 % and 5 %
+false alarms per window and per track, stored in the checkpoint with the cross-validated AUC).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine.calibration import Calibration, calibrate
 from engine.checkpoint import ScorerCheckpoint
 from engine.encoder import preprocess
 from engine.finetune import (
@@ -39,6 +41,7 @@ from engine.finetune import (
 )
 from engine.inception_resnet_v1 import InceptionResnetV1
 from engine.metrics import roc_auc, threshold_at_fpr
+from engine.snapshots import Snapshots
 from engine.training import (
     HeadTrainingConfig,
     TrainedHead,
@@ -51,8 +54,9 @@ from engine.training import (
     split_by_group,
     train_head,
 )
-from stream.extract import ExtractedVideo
-from stream.pseudo_fakes import self_blend_clip
+from stream.training.extract import ExtractedVideo, crop_settings
+from stream.training.pseudo_fakes import self_blend_clip
+from tracking.config import CropConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class TrainingOptions:
         threshold_fpr: false-positive rate (window level, real videos) the threshold targets.
         max_crops: samples of each video's primary track used (from its start).
         sample_rate_hz: the rate the clips were sampled at (recorded in the checkpoint).
+        crop: the crop settings the clips were extracted with (recorded in the checkpoint; the
+            live app refuses other crops).
         val_fraction: share of training groups held out for early stopping.
         seed: seeds everything.
     """
@@ -87,6 +93,7 @@ class TrainingOptions:
     threshold_fpr: float = 0.05
     max_crops: int = 32
     sample_rate_hz: float = 8.0
+    crop: CropConfig = field(default_factory=CropConfig)
     val_fraction: float = 0.25
     seed: int = 0
 
@@ -145,9 +152,10 @@ def build_clips(
     train_from: str,
     options: TrainingOptions,
     progress: bool = True,
+    device: torch.device | None = None,
 ) -> list[Clip]:
     """Lower feature maps of every video's primary clip (and its pseudo-fake, for real videos)."""
-    model = build_model(base_state)
+    model = build_model(base_state).to(device or torch.device("cpu"))
     clips = []
     usable = [result for result in results if not result.faces.empty]
     for result in tqdm(usable, desc="encoder features", unit="video", disable=not progress):
@@ -214,8 +222,15 @@ def fit_model(
     seed: int,
     heads: dict[str, HeadTrainingConfig],
     progress: bool = False,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
+    snapshot_prefix: str = "",
 ) -> tuple[FoldModel, InceptionResnetV1]:
-    """Fine-tune (optional), then train each head on ``train_clips``; early stopping on a group split."""
+    """Fine-tune (optional), then train each head on ``train_clips``; early stopping on a group split.
+
+    With ``snapshots`` every training loop saves its state per epoch under ``snapshot_prefix``
+    and continues from a saved one (``deepwatch train --resume``).
+    """
     seed_everything(seed)
     model = build_model(base_state)
     real_clips = [clip for clip in train_clips if not clip.pseudo_fake_of]
@@ -248,6 +263,9 @@ def fit_model(
             ~in_val[keep],
             options.finetune,
             progress=progress,
+            snapshots=snapshots,
+            snapshot_name=f"{snapshot_prefix}finetune",
+            device=device,
         )
         overrides, finetune_val_auc = result.overrides, result.val_auc
     sequences = _sequences(model, train_clips, train_from)
@@ -258,7 +276,15 @@ def fit_model(
         if s.group in val_groups and not clip.pseudo_fake_of
     ]
     trained = {
-        name: train_head(fit_sequences, val_sequences, config, progress=progress)
+        name: train_head(
+            fit_sequences,
+            val_sequences,
+            config,
+            progress=progress,
+            snapshots=snapshots,
+            snapshot_name=f"{snapshot_prefix}head-{name}",
+            device=device,
+        )
         for name, config in heads.items()
     }
     return FoldModel(overrides, trained, finetune_val_auc), model
@@ -271,6 +297,8 @@ def cross_validate_detector(
     options: TrainingOptions,
     extra_heads: dict[str, HeadTrainingConfig] | None = None,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Group-held-out CV of the whole recipe (fine-tuning included); returns figures and scores.
 
@@ -296,7 +324,15 @@ def cross_validate_detector(
         held_out_groups = {evaluated[i].group for i in test_indices}
         train_clips = [clip for clip in clips if clip.group not in held_out_groups]
         fold_model, model = fit_model(
-            train_clips, base_state, train_from, options, options.seed + fold, heads
+            train_clips,
+            base_state,
+            train_from,
+            options,
+            options.seed + fold,
+            heads,
+            snapshots=snapshots,
+            snapshot_prefix=f"cv{fold}-",
+            device=device,
         )
         test_clips = [evaluated[i] for i in test_indices]
         test_sequences = _sequences(model, test_clips, train_from)
@@ -342,8 +378,19 @@ def cross_validate_detector(
                 clip.name: float(score) for clip, score in zip(evaluated, video_scores[name], strict=True)
             },
         }
+    real_windows = [
+        windows for windows, clip in zip(window_scores["main"], evaluated, strict=True) if clip.label == 0
+    ]
+    calibration = calibrate(
+        real_windows,
+        float(per_head["main"]["video_auc"]),  # type: ignore[arg-type]
+        f"group {options.cv_folds}-fold cross-validation of the training set"
+        + (f" (rows with set {options.cv_split!r})" if options.cv_split else "")
+        + ", out-of-fold scores",
+    )
     figures = {
         **per_head["main"],
+        "calibration": calibration.to_dict(),
         "videos": len(evaluated),
         "real": int((labels == 0).sum()),
         "fake": int(labels.sum()),
@@ -364,11 +411,18 @@ def train_detector(
     base_weights_id: str,
     options: TrainingOptions,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
-    """Cross-validate (if asked), then train the final model on everything; returns it and the figures."""
+    """Cross-validate (if asked), then train the final model on everything; returns it and the figures.
+
+    ``snapshots`` makes every training loop resumable (see ``fit_model``).
+    """
     train_from = feature_split(options)
-    clips = build_clips(results, base_state, train_from, options, progress=progress)
-    return train_on_clips(clips, base_state, base_weights, base_weights_id, options, progress)
+    clips = build_clips(results, base_state, train_from, options, progress=progress, device=device)
+    return train_on_clips(
+        clips, base_state, base_weights, base_weights_id, options, progress, snapshots, device
+    )
 
 
 def train_on_clips(
@@ -378,6 +432,8 @@ def train_on_clips(
     base_weights_id: str,
     options: TrainingOptions,
     progress: bool = True,
+    snapshots: Snapshots | None = None,
+    device: torch.device | None = None,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
     """``train_detector`` on clips already built (their features must match the options' split)."""
     train_from = feature_split(options)
@@ -385,14 +441,25 @@ def train_on_clips(
         raise ValueError("no video with a face to train on")
     figures: dict[str, Any] = {}
     if options.cv_folds:
-        figures = cross_validate_detector(clips, base_state, train_from, options, progress=progress)
+        figures = cross_validate_detector(
+            clips, base_state, train_from, options, progress=progress, snapshots=snapshots, device=device
+        )
         logger.info(
             "cross-validated video AUC %.3f, per method %s",
             figures["video_auc"],
             {k: round(v, 3) for k, v in figures["video_auc_per_method"].items()},
         )
     final_model, model = fit_model(
-        clips, base_state, train_from, options, options.seed, {"main": options.head}, progress=progress
+        clips,
+        base_state,
+        train_from,
+        options,
+        options.seed,
+        {"main": options.head},
+        progress=progress,
+        snapshots=snapshots,
+        snapshot_prefix="final-",
+        device=device,
     )
     final_head = final_model.heads["main"].head
     if "threshold" in figures:
@@ -439,7 +506,11 @@ def train_on_clips(
         threshold_fpr=options.threshold_fpr,
         training_summary=summary,
         metrics={key: value for key, value in figures.items() if key != "scores"},
+        crop=crop_settings(options.crop),
     )
+    if "calibration" in figures:
+        # Thresholds from the out-of-fold scores of real videos (held out by group).
+        checkpoint = checkpoint.with_calibration(Calibration.from_dict(figures["calibration"]))
     return checkpoint, figures
 
 

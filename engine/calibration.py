@@ -1,0 +1,162 @@
+"""Thresholds a user can trust: set on real faces only, at a stated false-alarm rate.
+
+A detector's p_fake is not a probability anyone has checked, so its decision thresholds are read
+off the scores of held-out *real* faces (no fake is needed, and none can bias them):
+
+- per window: the fraction of real windows whose p_fake is past the threshold is at most the
+  rate (1 % or 5 %);
+- per track: a track's score is the *highest* p_fake of its windows, so at most the rate of
+  real tracks (a face on screen from start to end) is ever past the threshold. The live score is
+  a moving average of window scores, never above their maximum, so live tracks raise fewer false
+  alarms than this.
+
+Order-statistic convention (``threshold_at_false_alarm_rate``): with real scores sorted
+s(1) <= ... <= s(n) and k = floor(rate * n), the threshold is s(n - k) and a score counts as past
+it when it is strictly greater. At most k real scores exceed it (exactly k without ties). For 100
+real scores and 5 % this is s(95), the 95th order statistic: s(96)..s(100) are the 5 false
+alarms. With fewer than 1 / rate scores, k = 0 and the threshold is the highest real score.
+
+How the live app uses the thresholds (``Calibration.verdict_thresholds``; documented in
+``configs/default.yaml``):
+
+- FAKE when p_fake is above the 5 % per-track threshold: fewer than 5 % of real tracks ever get
+  there;
+- REAL when p_fake is at most the 5 % per-window threshold: 95 % of real windows stay there;
+- UNSURE in between (a real face's window gets there now and then, a whole real track rarely),
+  and while a track has too few samples;
+- alerts default to the 1 % per-track threshold: at most 1 % of real tracks ever alert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FALSE_ALARM_RATES = (0.01, 0.05)
+
+
+def threshold_at_false_alarm_rate(real_scores: np.ndarray | Sequence[float], rate: float) -> float:
+    """The order statistic s(n - k), k = floor(rate * n): at most k real scores are above it.
+
+    See the module docstring for the convention ("past the threshold" is strictly greater).
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate!r}")
+    scores = np.sort(np.asarray(real_scores, dtype=np.float64).ravel())
+    if len(scores) == 0:
+        raise ValueError("calibration needs at least one real score, got none")
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            f"real scores must be finite, got {int((~np.isfinite(scores)).sum())} NaN or infinite"
+        )
+    allowed = math.floor(rate * len(scores) + 1e-9)
+    return float(scores[len(scores) - allowed - 1])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Thresholds on p_fake from held-out real faces, and the validated AUC that goes with them.
+
+    Attributes:
+        window: false-alarm rate -> threshold, per window.
+        track: false-alarm rate -> threshold, per track (its highest window score).
+        real_windows, real_tracks: how many real windows and tracks the thresholds come from.
+        auc: the validated video-level ROC AUC of the model (NaN when not measured).
+        auc_protocol: where ``auc`` and the real scores come from (data and split), in words.
+    """
+
+    window: dict[float, float]
+    track: dict[float, float]
+    real_windows: int
+    real_tracks: int
+    auc: float
+    auc_protocol: str
+
+    def __post_init__(self) -> None:
+        for name in ("window", "track"):
+            table = getattr(self, name)
+            if set(table) != set(FALSE_ALARM_RATES):
+                raise ValueError(
+                    f"calibration {name} thresholds must be for {FALSE_ALARM_RATES}, got {sorted(table)}"
+                )
+            if not all(0.0 <= value <= 1.0 for value in table.values()):
+                raise ValueError(f"calibration {name} thresholds must be probabilities, got {table}")
+
+    def verdict_thresholds(self) -> tuple[float, float]:
+        """``(real_at_most, fake_above)`` for the live verdict (see the module docstring)."""
+        fake_above = self.track[0.05]
+        return min(self.window[0.05], fake_above), fake_above
+
+    @property
+    def alert_threshold(self) -> float:
+        """The 1 % per-track threshold: at most 1 % of real tracks ever pass it."""
+        return self.track[0.01]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types for a checkpoint (rates as strings, e.g. "0.05")."""
+        return {
+            "window": {str(rate): value for rate, value in self.window.items()},
+            "track": {str(rate): value for rate, value in self.track.items()},
+            "real_windows": self.real_windows,
+            "real_tracks": self.real_tracks,
+            "auc": self.auc,
+            "auc_protocol": self.auc_protocol,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Calibration:
+        return cls(
+            window={float(rate): float(value) for rate, value in raw["window"].items()},
+            track={float(rate): float(value) for rate, value in raw["track"].items()},
+            real_windows=int(raw["real_windows"]),
+            real_tracks=int(raw["real_tracks"]),
+            auc=float(raw["auc"]),
+            auc_protocol=str(raw["auc_protocol"]),
+        )
+
+
+def calibrate(real_window_scores: Sequence[np.ndarray], auc: float, auc_protocol: str) -> Calibration:
+    """Thresholds from the window scores of real tracks (one array per track, none empty)."""
+    tracks = [np.asarray(scores, dtype=np.float64).ravel() for scores in real_window_scores]
+    if not tracks or any(len(scores) == 0 for scores in tracks):
+        raise ValueError(
+            f"calibration needs real tracks with at least one window each, got {[len(s) for s in tracks]}"
+        )
+    windows = np.concatenate(tracks)
+    track_scores = np.array([scores.max() for scores in tracks])
+    return Calibration(
+        window={rate: threshold_at_false_alarm_rate(windows, rate) for rate in FALSE_ALARM_RATES},
+        track={rate: threshold_at_false_alarm_rate(track_scores, rate) for rate in FALSE_ALARM_RATES},
+        real_windows=len(windows),
+        real_tracks=len(tracks),
+        auc=float(auc),
+        auc_protocol=auc_protocol,
+    )
+
+
+def reliability_curve(
+    labels: np.ndarray, scores: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width bins of p_fake over [0, 1]: mean p_fake, fraction fake and count per bin.
+
+    Empty bins are left out. A perfectly calibrated model has fraction fake == mean p_fake; the
+    last bin includes p_fake == 1.
+    """
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape or len(labels) == 0:
+        raise ValueError(
+            f"labels and scores must be 1-D of one non-zero length, got {labels.shape} {scores.shape}"
+        )
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    index = np.clip((scores * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    kept = counts > 0
+    mean_score = np.bincount(index, weights=scores, minlength=bins)[kept] / counts[kept]
+    fraction_fake = np.bincount(index, weights=labels, minlength=bins)[kept] / counts[kept]
+    return mean_score, fraction_fake, counts[kept]
