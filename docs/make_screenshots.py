@@ -28,12 +28,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stream.pseudo_fakes import BlendParameters, self_blend  # noqa: E402
+
 from stream.app import load_components  # noqa: E402
 from stream.config import AppConfig  # noqa: E402
-from stream.pseudo_fakes import BlendParameters, self_blend  # noqa: E402
 from stream.server.app import create_app  # noqa: E402
-from stream.server.live import live_pipeline_factory, source_openers  # noqa: E402
-from stream.server.model_info import ModelInfo  # noqa: E402
+from stream.server.live import (  # noqa: E402
+    live_pipeline_factory,
+    model_info,
+    source_openers,
+)
 from stream.server.options import ServerOptions  # noqa: E402
 from stream.server.peer import overlay_annotator  # noqa: E402
 from stream.server.tls import server_ssl_context, write_self_signed  # noqa: E402
@@ -117,11 +121,7 @@ def main() -> None:
             {"demo-real": str(folder / "real.mp4"), "demo-self-blended": str(folder / "fake.mp4")},
             components.config.source,
         ),
-        model=ModelInfo.from_checkpoint(
-            components.checkpoint.metrics,
-            threshold=components.threshold,
-            uncertain_margin=components.config.pipeline.uncertain_margin,
-        ),
+        model=model_info(components),
     )
     context = server_ssl_context(str(files.cert_path), str(files.key_path))
     with running(app, context) as server, sync_playwright() as playwright:

@@ -122,7 +122,9 @@ def _build_section(cls: type, section: str, values: dict[str, Any], origin: str)
     for key in values:
         if key not in names:
             # repr: a key may hold any character, and the message must stay one line.
-            raise ConfigError(f"{origin}: unknown key {f'{section}.{key}'!r}, expected one of {', '.join(names)}")
+            raise ConfigError(
+                f"{origin}: unknown key {f'{section}.{key}'!r}, expected one of {', '.join(names)}"
+            )
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         expected = _type_problem(value, hints[key])

@@ -168,8 +168,7 @@ def _serve(
 
     from stream.app import SetupError, load_components
     from stream.server.app import create_app
-    from stream.server.live import live_pipeline_factory, source_openers
-    from stream.server.model_info import ModelInfo
+    from stream.server.live import live_pipeline_factory, model_info, source_openers
     from stream.server.peer import overlay_annotator
 
     try:
@@ -187,11 +186,7 @@ def _serve(
             pipeline_factory=live_pipeline_factory(components),
             annotate=overlay_annotator(components.threshold),
             sources=source_openers(source_specs, config.source),
-            model=ModelInfo.from_checkpoint(
-                components.checkpoint.metrics,
-                threshold=components.threshold,
-                uncertain_margin=config.pipeline.uncertain_margin,
-            ),
+            model=model_info(components),
         )
         logger.info(
             "serving %s://%s:%d/ (%s, at most %d sessions, server-side sources: %s)",

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from stream.app import PipelineComponents
 from stream.server.app import SourceOpener
+from stream.server.model_info import ModelInfo
 from stream.server.peer import FramePipeline, PipelineFactory
 from stream.sources import SourceConfig, open_source
 from stream.sources.source import Source
@@ -32,3 +33,13 @@ def source_openers(specs: Mapping[str, str], config: SourceConfig) -> dict[str, 
         return open_named
 
     return {name: opener(name, spec) for name, spec in specs.items()}
+
+
+def model_info(components: PipelineComponents) -> ModelInfo:
+    """What the page shows about the loaded model: its verdict rule and validated figure."""
+    return ModelInfo.from_checkpoint(
+        components.checkpoint.metrics,
+        threshold=components.threshold,
+        uncertain_margin=components.config.pipeline.uncertain_margin,
+        real_at_most=components.real_threshold,
+    )

@@ -22,10 +22,17 @@ NO_FIGURE_NOTE = "no validated figure in this checkpoint: nothing says how far i
 class ModelInfo:
     """The verdict rule in use and the model's validated figure, as ``GET /api/model`` sends them.
 
+    The verdict rule is ``stream.verdict.VerdictRule``'s, in one of its two forms:
+
+    - uncalibrated (``real_at_most`` None): FAKE at or above ``threshold + uncertain_margin``,
+      REAL below ``threshold - uncertain_margin``, UNSURE between;
+    - calibrated on real faces: FAKE above ``threshold``, REAL at or below ``real_at_most``,
+      UNSURE between (``uncertain_margin`` unused).
+
     Attributes:
-        threshold: p_fake at or above ``threshold + uncertain_margin`` is FAKE, below
-            ``threshold - uncertain_margin`` REAL, in between UNSURE.
-        uncertain_margin: half-width of the UNSURE band, in p_fake.
+        threshold: the FAKE threshold on p_fake.
+        uncertain_margin: half-width of the uncalibrated UNSURE band, in p_fake.
+        real_at_most: the calibrated REAL bound, or None for the uncalibrated rule.
         validated_auc: the checkpoint's held-out video ROC AUC, or None when it records none.
         validated_videos: how many videos that figure was measured on (0 when unknown).
         trust_note: one sentence for the page, e.g. "cross-validated video AUC 0.55 on 69 videos:
@@ -34,6 +41,7 @@ class ModelInfo:
 
     threshold: float = 0.5
     uncertain_margin: float = 0.0
+    real_at_most: float | None = None
     validated_auc: float | None = None
     validated_videos: int = 0
     trust_note: str = NO_FIGURE_NOTE
@@ -43,16 +51,48 @@ class ModelInfo:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         if not 0.0 <= self.uncertain_margin < 0.5:
             raise ValueError(f"uncertain_margin must be in [0, 0.5), got {self.uncertain_margin!r}")
+        if self.real_at_most is not None and not 0.0 <= self.real_at_most <= self.threshold:
+            raise ValueError(f"real_at_most must be in [0, threshold], got {self.real_at_most!r}")
+
+    @property
+    def unsure_band(self) -> tuple[float, float]:
+        """(low, high): REAL below (calibrated: at or below) low, FAKE from (calibrated: above)
+        high, UNSURE between; may reach beyond [0, 1], where a verdict never happens."""
+        if self.real_at_most is not None:
+            return self.real_at_most, self.threshold
+        return self.threshold - self.uncertain_margin, self.threshold + self.uncertain_margin
+
+    @property
+    def verdict_rule(self) -> str:
+        """The rule in one sentence for the page, saying so when a verdict can never happen."""
+        low, high = self.unsure_band
+        if self.real_at_most is not None:
+            real = f"REAL at or below {low:.3f}"
+            fake = "FAKE never (threshold 1)" if high >= 1.0 else f"FAKE above {high:.3f}"
+            source = f"thresholds calibrated on real faces (FAKE threshold {self.threshold:.3f})"
+        else:
+            real = "REAL never" if low <= 0.0 else f"REAL below {low:.3f}"
+            fake = "FAKE never (threshold + margin is above 1)" if high > 1.0 else f"FAKE from {high:.3f}"
+            source = f"this model's threshold {self.threshold:.3f}, margin {self.uncertain_margin:.3f}"
+        return (
+            f"Verdicts follow {source}: {real}, {fake}, UNSURE between "
+            "(and until a face has a full window of samples)."
+        )
 
     @classmethod
     def from_checkpoint(
-        cls, metrics: Mapping[str, Any], *, threshold: float, uncertain_margin: float
+        cls,
+        metrics: Mapping[str, Any],
+        *,
+        threshold: float,
+        uncertain_margin: float,
+        real_at_most: float | None = None,
     ) -> ModelInfo:
         """From a checkpoint's ``metrics`` (``video_auc``, ``videos``, as ``deepwatch train``
         records them); a checkpoint without them gets ``NO_FIGURE_NOTE``."""
         auc = metrics.get("video_auc")
         if isinstance(auc, bool) or not isinstance(auc, (int, float)) or not math.isfinite(auc):
-            return cls(threshold=threshold, uncertain_margin=uncertain_margin)
+            return cls(threshold=threshold, uncertain_margin=uncertain_margin, real_at_most=real_at_most)
         videos = metrics.get("videos")
         videos = videos if isinstance(videos, int) and not isinstance(videos, bool) and videos > 0 else 0
         figure = f"cross-validated video AUC {auc:.2f}" + (f" on {videos} videos" if videos else "")
@@ -65,6 +105,7 @@ class ModelInfo:
         return cls(
             threshold=threshold,
             uncertain_margin=uncertain_margin,
+            real_at_most=real_at_most,
             validated_auc=float(auc),
             validated_videos=videos,
             trust_note=f"{figure}: {advice}",
@@ -84,6 +125,10 @@ class ModelInfo:
             "trust_level": self.trust_level,
             "threshold": self.threshold,
             "uncertain_margin": self.uncertain_margin,
+            "real_at_most": self.real_at_most,
+            "unsure_low": self.unsure_band[0],
+            "unsure_high": self.unsure_band[1],
+            "verdict_rule": self.verdict_rule,
             "validated_auc": self.validated_auc,
             "validated_videos": self.validated_videos,
             "trust_note": self.trust_note,

@@ -125,19 +125,12 @@ function requireCapture(what) {
   if (state.insecure || !navigator.mediaDevices) throw new Error(insecureContextMessage());
 }
 
-function describeVerdictRule(threshold, margin) {
-  const realBelow = threshold - margin, fakeFrom = threshold + margin;
-  const fake = fakeFrom > 1 ? "FAKE never (threshold + margin is above 1)" : `FAKE from ${fakeFrom.toFixed(3)}`;
-  const real = realBelow <= 0 ? "REAL never" : `REAL below ${realBelow.toFixed(3)}`;
-  return `Verdicts follow this model's threshold ${threshold.toFixed(3)}: ${real}, ${fake}, UNSURE between (and until a face has a full window of samples).`;
-}
-
 function applyModel(model) {
   state.model = model;
-  chart.setVerdictRule(model.threshold, model.uncertain_margin);
+  chart.setVerdictRule(model.threshold, model.unsure_low, model.unsure_high);
   elements.trustNote.textContent = `Model: ${model.trust_note}.`;
   elements.trustNote.className = `trust-note trust-${model.trust_level}`;
-  elements.verdictRule.textContent = describeVerdictRule(model.threshold, model.uncertain_margin);
+  elements.verdictRule.textContent = model.verdict_rule;
 }
 
 async function authorize() {

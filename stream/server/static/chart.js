@@ -5,23 +5,25 @@ const PALETTE = ["#58a6ff", "#f778ba", "#3fb950", "#d29922", "#a371f7", "#ff7b72
 const MAX_POINTS_PER_TRACK = 2000;
 
 export class ScoreChart {
-  // threshold and margin: the model's verdict rule (FAKE at or above threshold + margin, REAL
-  // below threshold - margin, UNSURE between), set from the server with setVerdictRule.
-  constructor(canvas, { windowSeconds = 60, threshold = null, margin = 0 } = {}) {
+  // threshold: the FAKE threshold line; unsureLow..unsureHigh: the band where the verdict is
+  // UNSURE (REAL below it, FAKE above it). Set from the server's verdict rule with setVerdictRule.
+  constructor(canvas, { windowSeconds = 60, threshold = null, unsureLow = null, unsureHigh = null } = {}) {
     this.canvas = canvas;
     this.context = canvas.getContext("2d");
     this.windowSeconds = windowSeconds;
     this.threshold = threshold;
-    this.margin = margin;
+    this.unsureLow = unsureLow;
+    this.unsureHigh = unsureHigh;
     this.series = new Map(); // track id -> [{t, p}]
     this.live = false; // whether the newest point of each face is marked as the current score
     this.dirty = false;
     this.frameRequested = false;
   }
 
-  setVerdictRule(threshold, margin) {
+  setVerdictRule(threshold, unsureLow, unsureHigh) {
     this.threshold = threshold;
-    this.margin = margin;
+    this.unsureLow = unsureLow;
+    this.unsureHigh = unsureHigh;
     this.requestDraw();
   }
 
@@ -95,7 +97,7 @@ export class ScoreChart {
 
     if (this.threshold !== null) {
       // The UNSURE band, then the threshold itself, where the server's verdict changes.
-      const low = Math.max(0, this.threshold - this.margin), high = Math.min(1, this.threshold + this.margin);
+      const low = Math.max(0, this.unsureLow ?? this.threshold), high = Math.min(1, this.unsureHigh ?? this.threshold);
       if (high > low) {
         context.fillStyle = "rgba(210, 153, 34, 0.18)";
         context.fillRect(left, y(high), plotWidth, Math.max(1, y(low) - y(high)));

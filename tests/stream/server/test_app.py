@@ -305,6 +305,10 @@ def test_model_info_reports_the_verdict_rule_and_the_checkpoints_validated_figur
                 "trust_level": "unreliable",
                 "threshold": 0.999,
                 "uncertain_margin": 0.1,
+                "real_at_most": None,
+                "unsure_low": pytest.approx(0.899),
+                "unsure_high": pytest.approx(1.099),
+                "verdict_rule": shipped_like.verdict_rule,
                 "validated_auc": 0.547979,
                 "validated_videos": 69,
                 "trust_note": shipped_like.trust_note,
@@ -314,6 +318,24 @@ def test_model_info_reports_the_verdict_rule_and_the_checkpoints_validated_figur
             assert default["trust_note"] == NO_FIGURE_NOTE and default["threshold"] == 0.5
 
     run(body)
+
+
+def test_the_verdict_rule_is_spelled_out_in_both_forms() -> None:
+    shipped = ModelInfo(threshold=0.999, uncertain_margin=0.1)
+    # The truth about the shipped checkpoint: with its threshold and the default margin no face
+    # can ever be called FAKE.
+    assert shipped.verdict_rule == (
+        "Verdicts follow this model's threshold 0.999, margin 0.100: REAL below 0.899, FAKE never "
+        "(threshold + margin is above 1), UNSURE between (and until a face has a full window of samples)."
+    )
+    calibrated = ModelInfo(threshold=0.93, uncertain_margin=0.1, real_at_most=0.41)
+    assert calibrated.unsure_band == (0.41, 0.93)
+    assert calibrated.verdict_rule.startswith(
+        "Verdicts follow thresholds calibrated on real faces (FAKE threshold 0.930): REAL at or below 0.410, "
+        "FAKE above 0.930, UNSURE between"
+    )
+    with pytest.raises(ValueError, match="real_at_most must be in"):
+        ModelInfo(threshold=0.5, real_at_most=0.6)
 
 
 def test_boxes_on_the_page_video_take_their_verdicts_colour() -> None:

@@ -79,8 +79,7 @@ def face_y4m(requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def live_app(live_components: Any, **option_values: Any) -> Any:
     from stream.server.app import create_app
-    from stream.server.live import live_pipeline_factory, source_openers
-    from stream.server.model_info import ModelInfo
+    from stream.server.live import live_pipeline_factory, model_info, source_openers
     from stream.server.options import ServerOptions
     from stream.server.peer import overlay_annotator
 
@@ -91,11 +90,7 @@ def live_app(live_components: Any, **option_values: Any) -> Any:
         pipeline_factory=live_pipeline_factory(live_components),
         annotate=overlay_annotator(live_components.threshold),
         sources=source_openers({"face-clip": str(FACE_CLIP)}, live_components.config.source),
-        model=ModelInfo.from_checkpoint(
-            live_components.checkpoint.metrics,
-            threshold=live_components.threshold,
-            uncertain_margin=live_components.config.pipeline.uncertain_margin,
-        ),
+        model=model_info(live_components),
     )
 
 

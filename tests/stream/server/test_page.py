@@ -94,8 +94,10 @@ def test_page_shows_the_models_verdict_rule_trust_note_latency_and_stop_clears_i
     )
     assert "trust-unreliable" in page.get_attribute("#trust-note", "class")
     rule = page.inner_text("#verdict-rule")
+    assert rule == MODEL.verdict_rule
     assert "threshold 0.620" in rule and "REAL below 0.570" in rule and "FAKE from 0.670" in rule
-    assert page.evaluate("[window.deepwatch.chart.threshold, window.deepwatch.chart.margin]") == [0.62, 0.05]
+    chart = page.evaluate("(c => [c.threshold, c.unsureLow, c.unsureHigh])(window.deepwatch.chart)")
+    assert chart == pytest.approx([0.62, 0.57, 0.67])
 
     page.evaluate("window.deepwatch.startCamera()")
     wait_for(
