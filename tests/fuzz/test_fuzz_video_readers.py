@@ -109,6 +109,17 @@ def read_all(path: Path) -> tuple[str, int]:
         reader.stop()
 
 
+def test_a_damaged_metadata_tag_is_a_source_error(clips: dict[str, bytes], tmp_path: Path) -> None:
+    # Found by fuzzing: PyAV decodes container tags as UTF-8, and one flipped byte in the MP4's
+    # brand list raised UnicodeDecodeError out of start() instead of a SourceError.
+    content = bytearray(clips["mp4"])
+    assert content[16:20] == b"isom"
+    content[19] = 0xDC
+    path = tmp_path / "tag.mp4"
+    path.write_bytes(bytes(content))
+    assert read_all(path)[0] == "refused"
+
+
 def test_damaged_video_files_end_cleanly_or_are_refused_in_one_line(
     clips: dict[str, bytes], tmp_path: Path
 ) -> None:
