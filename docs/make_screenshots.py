@@ -4,7 +4,7 @@ Both use the built-in demo scene (NASA's public-domain astronaut portrait, movin
 no frame of ../shared/data ends up in the repository:
 
 - real: the demo scene as it is;
-- fake: the same scene with the face self-blended (``stream.pseudo_fakes``: a colour- and
+- fake: the same scene with the face self-blended (``stream.training.pseudo_fakes``: a colour- and
   geometry-shifted copy of the face pasted over itself through a soft landmark mask, the
   boundary artefacts a face swap leaves), strong enough to see.
 
@@ -28,8 +28,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream.pseudo_fakes import BlendParameters, self_blend  # noqa: E402
-
 from stream.app import load_components  # noqa: E402
 from stream.config import AppConfig  # noqa: E402
 from stream.server.app import create_app  # noqa: E402
@@ -42,6 +40,7 @@ from stream.server.options import ServerOptions  # noqa: E402
 from stream.server.peer import overlay_annotator  # noqa: E402
 from stream.server.tls import server_ssl_context, write_self_signed  # noqa: E402
 from stream.sources.demo import render_demo_frame  # noqa: E402
+from stream.training.pseudo_fakes import BlendParameters, self_blend  # noqa: E402
 from tests.stream.server.browser import CHROMIUM, chromium_args, new_marker, running, wait_for  # noqa: E402
 
 TOKEN = "screenshot-token-0123456789"
