@@ -159,7 +159,7 @@ function renderStats(message) {
   const total = state.latency ? state.latency.totalMs : null;
   elements.statLatency.textContent = `${what} ≈ ${formatMs(total)} (server ${formatMs(state.serverVideoMs)} of it)`;
   elements.statAnalysis.textContent = `scores ${formatMs(state.analysisLagMs)} behind the video`;
-  elements.statDropped.textContent = `${message.frames_dropped} frames not analysed ⓘ`;
+  elements.statDropped.textContent = `${message.frames_dropped} frames not analysed (why?)`;
   elements.statFaces.textContent = `${message.faces.length} face(s)`;
 }
 
@@ -304,6 +304,11 @@ async function stop() {
   state.lastScores = null;
   clearInterval(state.statsTimer);
   state.statsTimer = null;
+  // Ask the server to close the session before the connection goes, so it is closed by request
+  // rather than found gone (the server closes sessions whose peer vanished on its own too).
+  const closing = sessionId
+    ? fetch(`/api/sessions/${sessionId}`, { method: "DELETE", headers: apiHeaders(), keepalive: true }).catch(() => {})
+    : null;
   if (localStream) localStream.getTracks().forEach((track) => track.stop());
   if (pc) pc.close();
   // Nothing of the finished session stays up as if it were current.
@@ -311,13 +316,7 @@ async function stop() {
   elements.video.srcObject = null;
   elements.stats.hidden = true;
   chart.stopLive();
-  if (sessionId) {
-    try {
-      await fetch(`/api/sessions/${sessionId}`, { method: "DELETE", headers: apiHeaders(), keepalive: true });
-    } catch {
-      // The server closes sessions whose peer is gone on its own; nothing more to do here.
-    }
-  }
+  await closing;
   if (pc) setStatus("Stopped.");
   setRunning(false);
 }
