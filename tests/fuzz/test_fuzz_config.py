@@ -196,3 +196,28 @@ def test_random_config_files_load_or_are_refused_in_one_line(tmp_path: Path, sha
     assert sum(outcomes.values()) >= examples
     # Both outcomes occur: the generator reaches the valid configs as well as the refusals.
     assert outcomes["loaded"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Found by fuzzing: the key was echoed raw, newline and all.
+        ('crop:\n  "bad\\nkey": 1\n', "unknown key 'crop.bad\\nkey', expected one of"),
+        # Found by fuzzing: AlertConfig called .lower() on a mapping (AttributeError).
+        (
+            "alerts:\n  webhook_url: {a: 1}\n",
+            "bad value for 'alerts.webhook_url': expected a string or null, got dict",
+        ),
+        (
+            "tracker:\n  detect_every_n_frames: true\n",
+            "'tracker.detect_every_n_frames': expected an integer, got bool",
+        ),
+        ("crop:\n  mode: round\n", "'crop.mode': expected one of 'box', 'aligned', got str 'round'"),
+    ],
+)
+def test_wrong_keys_and_types_are_one_line_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
