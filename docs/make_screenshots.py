@@ -46,7 +46,7 @@ from tests.stream.server.browser import CHROMIUM, chromium_args, new_marker, run
 TOKEN = "screenshot-token-0123456789"
 SIZE = (480, 360)
 FPS = 15
-SECONDS = 12
+SECONDS = 40
 SLOW_MOTION = 0.15
 # A visible self-blend: shifted, scaled, hue- and brightness-changed copy of the face.
 FAKE_BLEND = BlendParameters(
@@ -92,7 +92,14 @@ def shoot(page: Any, source: str, target: Path) -> dict[str, Any]:
         240,
         "a ready score and a latency",
     )
-    time.sleep(4)
+    time.sleep(3)
+    # The shot is taken right after a message with a ready score arrived.
+    wait_for(
+        page,
+        "window.deepwatch.state.lastScores && window.deepwatch.state.lastScores.faces.some(f => f.ready)",
+        60,
+        "a ready score",
+    )
     message = page.evaluate("window.deepwatch.state.lastScores")
     png = page.screenshot()
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)

@@ -207,7 +207,7 @@ function onScores(message) {
     const cells = [
       `face ${face.track_id}`,
       face.verdict,
-      face.p_fake === null ? "…" : face.p_fake.toFixed(2),
+      face.ready && face.p_fake !== null ? face.p_fake.toFixed(2) : "…",
       String(face.frames_scored),
     ];
     cells.forEach((text, i) => {
