@@ -8,6 +8,9 @@ rejects, raise ``ConfigError`` naming the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +121,18 @@ def _build_section(cls: type, section: str, values: dict[str, Any], origin: str)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in names:
-            raise ConfigError(f"{origin}: unknown key '{section}.{key}', expected one of {', '.join(names)}")
+            # repr: a key may hold any character, and the message must stay one line.
+            raise ConfigError(
+                f"{origin}: unknown key {f'{section}.{key}'!r}, expected one of {', '.join(names)}"
+            )
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        expected = _type_problem(value, hints[key])
+        if expected is not None:
+            raise ConfigError(
+                f"{origin}: bad value for '{section}.{key}': expected {expected}, "
+                f"got {type(value).__name__} {value!r:.60}"
+            )
     if cls is ScorerConfig and "window_size" in values:
         # As ScorerCheckpoint.scorer_config does: a shorter window needs no explicit min_samples.
         values = {"min_samples": values["window_size"], **values}
@@ -128,6 +142,43 @@ def _build_section(cls: type, section: str, values: dict[str, Any], origin: str)
         offending = _offending_key(cls, values)
         where = f"'{section}.{offending}'" if offending else f"section {section!r}"
         raise ConfigError(f"{origin}: bad value for {where}: {_one_line(error)}") from error
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """What ``annotation`` expects when ``value`` (parsed YAML) is not of that type, else None.
+
+    Sections check ranges themselves; this catches a wrong type (a list where a number goes)
+    before a section's checks trip over it with an error that is not about the config.
+    Annotations it does not know are left to the section.
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, arm) for arm in typing.get_args(annotation)]
+        return None if any(problem is None for problem in problems) else " or ".join(problems)  # type: ignore[arg-type]
+    if annotation is type(None):
+        return None if value is None else "null"
+    if annotation is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if annotation is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if annotation is str:
+        return None if isinstance(value, str) else "a string"
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        return None if value in choices else "one of " + ", ".join(map(repr, choices))
+    if origin in (Mapping, dict):
+        return None if isinstance(value, Mapping) else "a mapping"
+    if origin is tuple:
+        arms = typing.get_args(annotation)
+        expected = f"a list of {len(arms)}"
+        if not isinstance(value, (list, tuple)) or len(value) != len(arms):
+            return expected
+        if any(_type_problem(item, arm) is not None for item, arm in zip(value, arms, strict=True)):
+            return expected + " " + " / ".join(str(_type_problem(None, arm)) for arm in arms)
+        return None
+    return None
 
 
 def _offending_key(cls: type, values: dict[str, Any]) -> str | None:

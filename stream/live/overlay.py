@@ -8,6 +8,7 @@ yellow to red (p_fake 1), grey while a track has no score yet, so a reader of th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -56,20 +57,29 @@ def label_text(face: FaceResult) -> str:
 
 
 def draw_overlay(
-    result: FrameResult, status: OverlayStatus | None = None, threshold: float = 0.5
+    result: FrameResult,
+    status: OverlayStatus | None = None,
+    threshold: float = 0.5,
+    box_colour: Callable[[FaceResult], tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
     """A copy of ``result.frame.image`` (H x W x 3 uint8 RGB) with the overlay drawn on it.
 
-    ``threshold`` is drawn as a dashed level in each sparkline.
+    ``threshold`` is drawn as a dashed level in each sparkline. ``box_colour`` picks a confirmed
+    face's colour (default: ``score_colour`` of its score).
     """
     image = result.frame.image.copy()
     for face in result.faces:
-        _draw_face(image, face, threshold)
+        _draw_face(image, face, threshold, box_colour)
     _draw_status(image, status or OverlayStatus(), len([f for f in result.faces if f.confirmed]))
     return image
 
 
-def _draw_face(image: np.ndarray, face: FaceResult, threshold: float) -> None:
+def _draw_face(
+    image: np.ndarray,
+    face: FaceResult,
+    threshold: float,
+    box_colour: Callable[[FaceResult], tuple[int, int, int]] | None,
+) -> None:
     height, width = image.shape[:2]
     x1, y1, x2, y2 = (round(float(v)) for v in face.box_xyxy)
     x1, x2 = max(0, min(x1, width - 1)), max(0, min(x2, width - 1))
@@ -79,7 +89,7 @@ def _draw_face(image: np.ndarray, face: FaceResult, threshold: float) -> None:
     if not face.confirmed:
         cv2.rectangle(image, (x1, y1), (x2, y2), TENTATIVE_RGB, 1, cv2.LINE_4)
         return
-    colour = score_colour(face.p_fake, face.ready)
+    colour = box_colour(face) if box_colour is not None else score_colour(face.p_fake, face.ready)
     thickness = max(2, round(min(width, height) / 240))
     cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_4)
     _draw_label(image, label_text(face), x1, y1, colour)

@@ -6,6 +6,8 @@ Routes (``/api/*`` and ``/metrics`` need the token when one is set):
   file is ever read, so there is no directory listing or path traversal to get wrong.
 - ``GET /healthz``: liveness and the number of open sessions.
 - ``GET /metrics``: Prometheus text, every name prefixed ``deepwatch_``.
+- ``GET /api/model``: the verdict rule (threshold, UNSURE margin) and the model's validated
+  figure, which the page shows beside every verdict; the page also uses it to check its token.
 - ``GET /api/sources``: names of the configured server-side sources.
 - ``POST /api/offer``: ``{"type": "offer", "sdp": ..., "source": name|null}`` -> the answer.
 - ``GET /api/sessions``, ``DELETE /api/sessions/{id}``: list and close sessions.
@@ -28,9 +30,15 @@ from aiohttp import web
 from stream.server.ice import disable_loopback_candidates, enable_loopback_candidates
 from stream.server.messages import parse_offer
 from stream.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from stream.server.model_info import ModelInfo
 from stream.server.options import ServerOptions, is_loopback_host
 from stream.server.peer import Annotator, OfferRejected, PeerSession, PipelineFactory
-from stream.server.security import http_error, security_middleware
+from stream.server.security import (
+    MalformedHttpLogFilter,
+    TokenFailureLimiter,
+    http_error,
+    security_middleware,
+)
 from stream.sources.source import Source, SourceError
 
 logger = logging.getLogger(__name__)
@@ -40,6 +48,7 @@ STATIC_ASSETS = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "chart.js": "text/javascript",
+    "latency.js": "text/javascript",
     "style.css": "text/css",
 }
 
@@ -63,8 +72,10 @@ class Server:
         pipeline_factory: PipelineFactory,
         annotate: Annotator,
         sources: Mapping[str, SourceOpener] | None = None,
+        model: ModelInfo | None = None,
     ) -> None:
         self.options = options
+        self.model = model or ModelInfo()
         self.metrics = ServerMetrics()
         self.sessions: dict[str, PeerSession] = {}
         self._pipeline_factory = pipeline_factory
@@ -107,6 +118,9 @@ class Server:
         return response
 
     # -- API -------------------------------------------------------------------------------
+
+    async def model_info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.model.to_json())
 
     async def list_sources(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -220,11 +234,15 @@ def create_app(
     pipeline_factory: PipelineFactory,
     annotate: Annotator,
     sources: Mapping[str, SourceOpener] | None = None,
+    model: ModelInfo | None = None,
 ) -> web.Application:
     """The aiohttp application for ``options``. Sessions build their pipeline with
     ``pipeline_factory`` and draw with ``annotate``; ``sources`` are the server-side inputs the
-    page may pick by name."""
-    server = Server(options, pipeline_factory=pipeline_factory, annotate=annotate, sources=sources)
+    page may pick by name; ``model`` is what the page says about the verdicts (default: threshold
+    0.5 and no validated figure)."""
+    server = Server(
+        options, pipeline_factory=pipeline_factory, annotate=annotate, sources=sources, model=model
+    )
     app = web.Application(
         client_max_size=options.max_body_bytes,
         middlewares=[
@@ -233,6 +251,7 @@ def create_app(
                 options.max_body_bytes,
                 server.metrics,
                 loopback_only=options.token is None and is_loopback_host(options.host),
+                limiter=TokenFailureLimiter(options.max_token_failures, options.token_failure_window_s),
             )
         ],
     )
@@ -242,10 +261,19 @@ def create_app(
     app.router.add_get("/favicon.ico", server.favicon)
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/metrics", server.metrics_text)
+    app.router.add_get("/api/model", server.model_info)
     app.router.add_get("/api/sources", server.list_sources)
     app.router.add_post("/api/offer", server.offer)
     app.router.add_get("/api/sessions", server.list_sessions)
     app.router.add_delete("/api/sessions/{session_id}", server.delete_session)
+
+    async def quiet_malformed_http(app: web.Application):  # type: ignore[no-untyped-def]
+        log_filter = MalformedHttpLogFilter()
+        logging.getLogger("aiohttp.server").addFilter(log_filter)
+        yield
+        logging.getLogger("aiohttp.server").removeFilter(log_filter)
+
+    app.cleanup_ctx.append(quiet_malformed_http)
 
     if options.allow_loopback_ice:
 

@@ -137,10 +137,21 @@ def event_to_json(event: Event) -> dict[str, Any]:
     }
 
 
-def frame_message(result: FrameResult, *, server_latency_ms: float, fps: float, frames_dropped: int) -> str:
+def frame_message(
+    result: FrameResult,
+    *,
+    server_latency_ms: float,
+    fps: float,
+    frames_dropped: int,
+    server_video_latency_ms: float | None = None,
+) -> str:
     """The ``scores`` message sent on the data channel for every processed frame.
 
-    ``server_latency_ms`` is frame arrival at the server to annotated frame ready.
+    ``server_latency_ms``: this frame's arrival at the server to its scores ready (how far the
+    scores lag the video: a few ms on a tracked frame, a detection's time on a detected one).
+    ``server_video_latency_ms``: the server's share of camera-to-screen latency, frame arrival to
+    annotated frame sent back (smoothed; None before the first frame went back).
+    ``frames_dropped``: frames the analysis skipped to stay live (the video shows them all).
     """
     message = {
         "type": "scores",
@@ -151,6 +162,9 @@ def frame_message(result: FrameResult, *, server_latency_ms: float, fps: float, 
         "faces": [face_to_json(face) for face in result.faces],
         "events": [event_to_json(event) for event in result.events],
         "server_latency_ms": round(server_latency_ms, 2),
+        "server_video_latency_ms": (
+            None if server_video_latency_ms is None else round(server_video_latency_ms, 2)
+        ),
         "fps": round(fps, 2),
         "frames_dropped": int(frames_dropped),
         "timings_ms": {name: round(float(ms), 2) for name, ms in result.timings_ms.items()},

@@ -13,6 +13,15 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 MIN_TOKEN_CHARS = 16
 # Source names appear in the page's picker and in URLs; keep them plain.
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Wrong tokens one client may present per window before it gets 429: a person mistyping gets a
+# few tries, a guesser gets ~10 a minute, which makes a 16+ character token unguessable.
+DEFAULT_MAX_TOKEN_FAILURES = 10
+DEFAULT_TOKEN_FAILURE_WINDOW_S = 60.0
+PLAIN_HTTP_FIXES = (
+    "give it a certificate (--tls-cert FILE --tls-key FILE; `deepwatch serve --make-cert DIR` makes "
+    "a self-signed one for trials), or keep it on 127.0.0.1 behind a TLS reverse proxy (nginx, "
+    "Caddy: see the README); --allow-plain-http serves plain HTTP anyway"
+)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -30,9 +39,17 @@ class ServerOptions:
     """How the server listens and what it allows.
 
     Attributes:
-        host: address to bind; anything but loopback requires ``token``.
+        host: address to bind; anything but loopback requires ``token``, and TLS (``tls_cert``
+            and ``tls_key``) unless ``allow_plain_http``.
         port: TCP port (0 picks a free one).
         token: shared secret every API request must carry (header or ``?token=``), or None.
+        tls_cert: PEM certificate (chain) file to serve HTTPS with, or None for plain HTTP.
+        tls_key: PEM private key of ``tls_cert``; given together with it.
+        allow_plain_http: serve plain HTTP beyond loopback (the user knows the token and video
+            cross the network in the clear, and browsers will not share a camera with the page).
+        max_token_failures: wrong or missing tokens one client address may present within
+            ``token_failure_window_s`` before its requests to protected routes get 429.
+        token_failure_window_s: the window of ``max_token_failures``, seconds.
         max_sessions: concurrent WebRTC sessions; more offers get 503.
         max_body_bytes: largest accepted request body.
         idle_timeout_s: a session whose input sends no frame for this long is closed.
@@ -48,6 +65,19 @@ class ServerOptions:
     idle_timeout_s: float = 10.0
     negotiation_timeout_s: float = 15.0
     allow_loopback_ice: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plain_http: bool = False
+    max_token_failures: int = DEFAULT_MAX_TOKEN_FAILURES
+    token_failure_window_s: float = DEFAULT_TOKEN_FAILURE_WINDOW_S
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -67,6 +97,21 @@ class ServerOptions:
                 f"refusing to listen on {self.host} without a token: anyone who can reach it could "
                 "watch the analysed video; pass --token, or bind 127.0.0.1"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                f"TLS needs both a certificate and its key, got tls_cert={self.tls_cert!r}, "
+                f"tls_key={self.tls_key!r}"
+            )
+        if not self.tls and not self.allow_plain_http and not is_loopback_host(self.host):
+            raise ValueError(
+                f"refusing to serve plain HTTP on {self.host}: the token and the video would cross the "
+                f"network in the clear, and browsers only share a camera or screen with an HTTPS page; "
+                f"{PLAIN_HTTP_FIXES}"
+            )
+        if self.max_token_failures < 1:
+            raise ValueError(f"max_token_failures must be >= 1, got {self.max_token_failures}")
+        if not self.token_failure_window_s > 0:
+            raise ValueError(f"token_failure_window_s must be > 0, got {self.token_failure_window_s}")
 
 
 @dataclass(frozen=True)
@@ -78,15 +123,23 @@ class ServerConfig:
             http(s):// URL, a video file, ``webcam:0``, ``screen:...``), e.g.
             ``{"door": "rtsp://cam.local/stream"}``. ``--source NAME=SPEC`` adds to these and
             replaces a source of the same name.
+        tls_cert: PEM certificate file to serve HTTPS with (``--tls-cert`` wins), or None.
+        tls_key: PEM private key of ``tls_cert`` (``--tls-key`` wins), or None.
     """
 
     sources: Mapping[str, str] = field(default_factory=dict)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sources, Mapping):
             raise ValueError(f"sources must be a mapping of name: spec, got {self.sources!r}")
         for name, spec in self.sources.items():
             check_source(name, spec)
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{key} must be a file path or null, got {value!r:.80}")
 
 
 def check_source(name: object, spec: object) -> None:

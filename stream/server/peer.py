@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -27,10 +28,11 @@ from typing import Any, Protocol
 import numpy as np
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
-from stream.contracts import Event, Frame, FrameResult
-from stream.live.overlay import OverlayStatus, draw_overlay
+from stream.contracts import Event, FaceResult, Frame, FrameResult
+from stream.live.overlay import NOT_READY_RGB, PALETTE_RGB, OverlayStatus, draw_overlay
 from stream.server.feeds import FeedEnded, FrameFeed, SourceFeed, TrackFeed
 from stream.server.messages import (
     Offer,
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 MAX_CHANNEL_BUFFERED_BYTES = 256 * 1024
 # Smoothing of the per-session fps estimate (weight of the newest frame interval).
 _FPS_SMOOTHING = 0.1
+# Smoothing of the per-session video-path latency (weight of the newest frame).
+_LATENCY_SMOOTHING = 0.1
 
 
 class FramePipeline(Protocol):
@@ -69,17 +73,47 @@ Annotator = Callable[[FrameResult, float, int], np.ndarray]
 RGB) with the results drawn on it; runs on the session's executor thread."""
 
 
+def verdict_colour(face: FaceResult) -> tuple[int, int, int]:
+    """Box colour of a face on the page's video: its verdict's (REAL green, UNSURE yellow, FAKE
+    red; grey until scored), so the box agrees with the label whatever the threshold. The
+    colours are the overlay palette's ends and middle."""
+    if not face.ready or math.isnan(face.p_fake):
+        return NOT_READY_RGB
+    return VERDICT_RGB.get(face.verdict, NOT_READY_RGB)
+
+
+VERDICT_RGB = {"REAL": PALETTE_RGB[0], "UNSURE": PALETTE_RGB[len(PALETTE_RGB) // 2], "FAKE": PALETTE_RGB[-1]}
+
+
 def overlay_annotator(threshold: float = 0.5) -> Annotator:
-    """The standard annotator: ``stream.live.overlay.draw_overlay`` with the session's fps and drops."""
+    """The standard annotator: ``stream.live.overlay.draw_overlay`` with the session's fps and drops,
+    boxes coloured by verdict and ``threshold`` marked in each sparkline."""
 
     def annotate(result: FrameResult, fps: float, frames_dropped: int) -> np.ndarray:
-        return draw_overlay(result, OverlayStatus(fps=fps, dropped_frames=frames_dropped), threshold)
+        status = OverlayStatus(fps=fps, dropped_frames=frames_dropped)
+        return draw_overlay(result, status, threshold, box_colour=verdict_colour)
 
     return annotate
 
 
 class OfferRejected(ValueError):
     """The offer is well-formed SDP but not something this server answers (a 4xx, not a crash)."""
+
+
+def check_bundle(sdp: str) -> None:
+    """Raise ``OfferRejected`` if the offer's BUNDLE group starts with a mid no media section has.
+
+    aiortc would bundle every listed section onto that missing section's transport (None) and
+    fail later, inside answer creation and in a background task, instead of refusing the offer.
+    """
+    description = SessionDescription.parse(sdp)
+    # The sections aiortc builds a transport for.
+    mids = {media.rtp.muxId for media in description.media if media.kind in ("audio", "video", "application")}
+    for group in description.group:
+        if group.semantic == "BUNDLE" and group.items and group.items[0] not in mids:
+            raise OfferRejected(
+                f"offer's BUNDLE group starts with mid {group.items[0]!r:.40}, which no media section has"
+            )
 
 
 class PeerSession:
@@ -142,6 +176,9 @@ class PeerSession:
         self.messages_sent = 0
         self.messages_skipped = 0
         self.fps = 0.0
+        # The server's share of camera-to-screen latency: frame arrival to annotated frame sent
+        # back (smoothed), reported beside every score so the page can show it.
+        self.video_latency_ms: float | None = None
         self._last_done_s: float | None = None
         self._interval_s: float | None = None
         self._dropped_reported = 0
@@ -194,6 +231,7 @@ class PeerSession:
             if pc.connectionState in ("failed", "closed"):
                 await self.close(f"connection {pc.connectionState}")
 
+        check_bundle(offer.sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         kinds = [transceiver.kind for transceiver in pc.getTransceivers()]
         if kinds != ["video"]:
@@ -254,7 +292,14 @@ class PeerSession:
                 video_frame = await loop.run_in_executor(self._display_executor, self._draw, frame)
                 self._out.publish(video_frame)
                 self.frames_displayed += 1
-                self._metrics.video_latency.observe(time.monotonic() - pending.arrival_monotonic_s)
+                video_latency_s = time.monotonic() - pending.arrival_monotonic_s
+                self._metrics.video_latency.observe(video_latency_s)
+                self.video_latency_ms = (
+                    video_latency_s * 1000
+                    if self.video_latency_ms is None
+                    else (1 - _LATENCY_SMOOTHING) * self.video_latency_ms
+                    + _LATENCY_SMOOTHING * video_latency_s * 1000
+                )
         except FeedEnded as ended:
             reason = str(ended)
         except asyncio.CancelledError:
@@ -337,7 +382,13 @@ class PeerSession:
         if alerts:
             metrics.alerts.inc(alerts)
         self._send(
-            frame_message(result, server_latency_ms=latency_s * 1000, fps=self.fps, frames_dropped=dropped)
+            frame_message(
+                result,
+                server_latency_ms=latency_s * 1000,
+                fps=self.fps,
+                frames_dropped=dropped,
+                server_video_latency_ms=self.video_latency_ms,
+            )
         )
 
     async def close(self, reason: str) -> None:
@@ -364,7 +415,14 @@ class PeerSession:
         self._out.stop()
         for track in self._remote_tracks:
             track.stop()
-        await self._pc.close()
+        try:
+            await self._pc.close()
+        except Exception as error:
+            # aiortc cannot always take apart a connection built from a strange offer; the
+            # session must still end, or it would hold its slot (and server shutdown) forever.
+            logger.warning(
+                "session %s: the peer connection did not close cleanly: %r", self.session_id, error
+            )
         self._executor.submit(self._close_pipeline)
         self._metrics.forget_session(self.session_id)
         self.closed.set()

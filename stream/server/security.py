@@ -1,14 +1,19 @@
-"""Request checks in front of every route: the API token, body size, JSON errors, safe headers."""
+"""Request checks in front of every route: the API token (with a per-client limit on wrong
+ones), body size, JSON errors, safe headers, and one log line per rejected request."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
+import math
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from stream.server.metrics import ServerMetrics
@@ -38,6 +43,85 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# How the page is opened with a token; every token error says it.
+TOKEN_FIX = (
+    "open the page as /?token=YOUR_TOKEN, with the token deepwatch serve was started with "
+    "(--token or $DEEPWATCH_TOKEN), or send it as 'Authorization: Bearer YOUR_TOKEN'"
+)
+# Client addresses remembered by the failure limiter before stale ones are swept.
+_MAX_TRACKED_CLIENTS = 4096
+
+
+class TokenFailureLimiter:
+    """Counts wrong or missing tokens per client address in a sliding window.
+
+    ``retry_after_s(client)`` is None while ``client`` has had fewer than ``max_failures``
+    failures in the last ``window_s`` seconds, else the seconds until the oldest one ages out.
+    A correct token clears the client's count. Behind a reverse proxy every client has the
+    proxy's address and shares one count: the proxy should limit as well.
+    """
+
+    def __init__(
+        self, max_failures: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_failures < 1 or not window_s > 0:
+            raise ValueError(f"need max_failures >= 1 and window_s > 0, got {max_failures}, {window_s}")
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after_s(self, client: str) -> float | None:
+        failures = self._failures.get(client)
+        if failures is None:
+            return None
+        now = self._clock()
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]
+            return None
+        if len(failures) < self.max_failures:
+            return None
+        return failures[0] + self.window_s - now
+
+    def record_failure(self, client: str) -> None:
+        if client not in self._failures and len(self._failures) >= _MAX_TRACKED_CLIENTS:
+            self._sweep()
+        self._failures.setdefault(client, deque(maxlen=self.max_failures)).append(self._clock())
+
+    def clear(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+    def _sweep(self) -> None:
+        horizon = self._clock() - self.window_s
+        for client in [
+            c for c, failures in self._failures.items() if not failures or failures[-1] <= horizon
+        ]:
+            del self._failures[client]
+        while len(self._failures) >= _MAX_TRACKED_CLIENTS:
+            # Still full of recent failures (many addresses): forget the oldest-inserted client.
+            del self._failures[next(iter(self._failures))]
+
+
+class MalformedHttpLogFilter(logging.Filter):
+    """Turns aiohttp's log record for a malformed request (which it answers 400 itself) from an
+    ERROR with a traceback into one WARNING line like every other rejected request: the fault is
+    the client's, and a traceback in the log would read as a server bug. Other records pass as
+    they are. Installed on the ``aiohttp.server`` logger while the app runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "unknown"
+            reason = " ".join(str(error.message).split()) or "malformed"
+            record.msg = "rejected malformed HTTP from %s: %d %s"
+            record.args = (client, error.code, reason[:200])
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = logging.getLevelName(logging.WARNING)
+        return True
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -46,9 +130,11 @@ def json_error(status: int, message: str) -> web.Response:
     )
 
 
-def http_error(error_class: type[web.HTTPException], message: str) -> web.HTTPException:
+def http_error(
+    error_class: type[web.HTTPException], message: str, headers: dict[str, str] | None = None
+) -> web.HTTPException:
     """An aiohttp HTTP error carrying ``{"error": message}``; the middleware keeps the message."""
-    return error_class(text=json.dumps({"error": message}), content_type="application/json")
+    return error_class(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
 
 
 def presented_token(request: web.Request) -> str | None:
@@ -83,19 +169,35 @@ def cross_site_problem(request: web.Request, loopback_only: bool) -> str | None:
     return None
 
 
+def token_problem(presented: str | None, expected: str) -> str | None:
+    """Why ``presented`` is refused (saying how to fix it, never echoing it), or None."""
+    if presented is None:
+        return f"this server needs its access token: {TOKEN_FIX}"
+    if not token_matches(presented, expected):
+        return f"wrong access token: {TOKEN_FIX}"
+    return None
+
+
 def security_middleware(
-    token: str | None, max_body_bytes: int, metrics: ServerMetrics, *, loopback_only: bool
+    token: str | None,
+    max_body_bytes: int,
+    metrics: ServerMetrics,
+    *,
+    loopback_only: bool,
+    limiter: TokenFailureLimiter | None = None,
 ) -> Middleware:
     """Checks the token and the origin on protected routes, refuses oversized bodies before
-    reading them, turns every HTTP error into a JSON body, and adds the security headers to
-    every response. ``loopback_only``: the server listens on loopback without a token."""
+    reading them, turns every HTTP error into a JSON body, logs one line per rejected request,
+    and adds the security headers to every response. ``loopback_only``: the server listens on
+    loopback without a token. ``limiter``: answers 429 to a client after repeated bad tokens."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        client = request.remote or "unknown"
         try:
             if request.path.startswith(PROTECTED_PREFIXES):
-                if token is not None and not token_matches(presented_token(request), token):
-                    raise web.HTTPUnauthorized(reason="missing or wrong token")
+                if token is not None:
+                    _check_token(request, token, client, limiter)
                 problem = cross_site_problem(request, loopback_only)
                 if problem is not None:
                     raise http_error(web.HTTPForbidden, problem)
@@ -111,13 +213,44 @@ def security_middleware(
                     message = f"request body larger than {max_body_bytes} bytes"
                 else:
                     message = _message_of(error, error.reason)
+                # The path without its query (which may hold the token), quoted against log injection.
+                logger.warning(
+                    "rejected %s %r from %s: %d %s",
+                    request.method,
+                    request.path[:200],
+                    client,
+                    error.status,
+                    message,
+                )
                 response = json_error(error.status, message)
+                if "Retry-After" in error.headers:
+                    response.headers["Retry-After"] = error.headers["Retry-After"]
             else:
                 response = error
         response.headers.update(SECURITY_HEADERS)
         return response
 
     return middleware
+
+
+def _check_token(request: web.Request, token: str, client: str, limiter: TokenFailureLimiter | None) -> None:
+    """Raise 429 for a client over its failure limit, 401 for a missing or wrong token."""
+    if limiter is not None:
+        wait_s = limiter.retry_after_s(client)
+        if wait_s is not None:
+            seconds = max(1, math.ceil(wait_s))
+            raise http_error(
+                web.HTTPTooManyRequests,
+                f"too many wrong or missing tokens from {client}; retry in {seconds} s with the right one",
+                headers={"Retry-After": str(seconds)},
+            )
+    problem = token_problem(presented_token(request), token)
+    if problem is not None:
+        if limiter is not None:
+            limiter.record_failure(client)
+        raise http_error(web.HTTPUnauthorized, problem)
+    if limiter is not None:
+        limiter.clear(client)
 
 
 def _message_of(error: web.HTTPException, fallback: str) -> str:

@@ -51,7 +51,8 @@ class VideoFileGrabber:
             raise SourceError(f"not a video file: {self.path}")
         try:
             container = av.open(str(self.path), mode="r")
-        except (av.error.FFmpegError, OSError) as error:
+        # ValueError: PyAV decodes container metadata as UTF-8 (UnicodeDecodeError on a damaged tag).
+        except (av.error.FFmpegError, OSError, ValueError) as error:
             raise SourceError(
                 f"cannot open video file {self.path}: {_reason(error)} (corrupt, truncated or not a video?)"
             ) from error

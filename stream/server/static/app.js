@@ -3,10 +3,15 @@
 // arrive on the data channel.
 
 import { ScoreChart } from "./chart.js";
+import { browserLatencyParts, cameraToScreenMs } from "./latency.js";
 
 // aiortc does not trickle ICE: the offer is posted once gathering is complete (or this long passed).
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const MAX_ALERTS_SHOWN = 50;
+const STATS_INTERVAL_MS = 1000;
+// Weight of the newest value in the displayed analysis lag, which swings between tracked frames
+// (a few ms) and detected ones (a detection's time).
+const LAG_SMOOTHING = 0.1;
 
 const token = new URLSearchParams(location.search).get("token");
 // Keep the token out of the address bar, history and screenshots once it has been read.
@@ -22,6 +27,15 @@ const elements = {
   video: document.getElementById("remote-video"),
   faces: document.querySelector("#faces tbody"),
   alerts: document.getElementById("alerts"),
+  insecure: document.getElementById("insecure"),
+  stats: document.getElementById("stats"),
+  statFps: document.getElementById("stat-fps"),
+  statLatency: document.getElementById("stat-latency"),
+  statAnalysis: document.getElementById("stat-analysis"),
+  statDropped: document.getElementById("stat-dropped"),
+  statFaces: document.getElementById("stat-faces"),
+  trustNote: document.getElementById("trust-note"),
+  verdictRule: document.getElementById("verdict-rule"),
 };
 const chart = new ScoreChart(document.getElementById("score-chart"));
 
@@ -39,7 +53,29 @@ const state = {
   alerts: [],
   errors: [],
   startedAt: 0,
+  // The server accepted this page's token (GET /api/model answered); nothing is captured before.
+  authorized: false,
+  // Camera and screen capture exist only in a secure context (HTTPS, or localhost).
+  insecure: !window.isSecureContext,
+  model: null,
+  sending: false,
+  analysisLagMs: null,
+  serverVideoMs: null,
+  latency: null,
+  previousStats: null,
+  statsTimer: null,
 };
+
+function insecureContextMessage() {
+  return (
+    `Camera and screen sharing need a secure page, and ${location.origin} is not one: browsers ` +
+    "allow them only over HTTPS or on this machine's own address. Either start the server with a " +
+    "certificate (deepwatch serve --tls-cert FILE --tls-key FILE; --make-cert DIR writes a " +
+    "self-signed one for trials) and open the https:// address, or keep deepwatch serve on " +
+    "127.0.0.1 behind a TLS reverse proxy (nginx or Caddy, see the README), or open the page " +
+    "on the server's own machine as http://127.0.0.1. Watching a server-side source works here."
+  );
+}
 
 function apiHeaders() {
   const headers = { "Content-Type": "application/json" };
@@ -55,7 +91,11 @@ async function api(path, options = {}) {
   } catch {
     body = { error: `HTTP ${response.status}` };
   }
-  if (!response.ok) throw new Error(body && body.error ? body.error : `HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(body && body.error ? body.error : `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   return body;
 }
 
@@ -70,10 +110,67 @@ function setStatus(text) {
 }
 
 function setRunning(running) {
-  elements.camera.disabled = running;
-  elements.screen.disabled = running;
-  elements.watchSource.disabled = running || !elements.sourceSelect.value;
+  const canCapture = state.authorized && !state.insecure;
+  elements.camera.disabled = running || !canCapture;
+  elements.screen.disabled = running || !canCapture;
+  elements.watchSource.disabled = running || !state.authorized || !elements.sourceSelect.value;
   elements.stop.disabled = !running;
+}
+
+// Capture starts only once the server took the token, and only where the browser allows it.
+function requireCapture(what) {
+  if (!state.authorized) {
+    throw new Error(`the server has not accepted this page's access token, so the ${what} stays off`);
+  }
+  if (state.insecure || !navigator.mediaDevices) throw new Error(insecureContextMessage());
+}
+
+function applyModel(model) {
+  state.model = model;
+  chart.setVerdictRule(model.threshold, model.unsure_low, model.unsure_high);
+  elements.trustNote.textContent = `Model: ${model.trust_note}.`;
+  elements.trustNote.className = `trust-note trust-${model.trust_level}`;
+  elements.verdictRule.textContent = model.verdict_rule;
+}
+
+async function authorize() {
+  try {
+    applyModel(await api("/api/model"));
+    state.authorized = true;
+    setStatus("Not connected.");
+  } catch (error) {
+    state.authorized = false;
+    if (error.status === 401 || error.status === 429) showError(error.message);
+    else showError(`cannot reach the deepwatch server: ${error.message}`);
+    setStatus("No access yet: see the message below.");
+  }
+  setRunning(false);
+  if (state.authorized) await loadSources();
+}
+
+function formatMs(value) {
+  return typeof value === "number" && Number.isFinite(value) ? `${value.toFixed(0)} ms` : "…";
+}
+
+function renderStats(message) {
+  elements.stats.hidden = false;
+  elements.statFps.textContent = `${message.fps.toFixed(1)} fps analysed`;
+  const what = state.sending ? "camera-to-screen" : "source-to-screen";
+  const total = state.latency ? state.latency.totalMs : null;
+  elements.statLatency.textContent = `${what} ≈ ${formatMs(total)} (server ${formatMs(state.serverVideoMs)} of it)`;
+  elements.statAnalysis.textContent = `scores ${formatMs(state.analysisLagMs)} behind the video`;
+  elements.statDropped.textContent = `${message.frames_dropped} frames not analysed (why?)`;
+  elements.statFaces.textContent = `${message.faces.length} face(s)`;
+}
+
+async function sampleLatency() {
+  const pc = state.pc;
+  if (!pc) return;
+  const report = await pc.getStats();
+  if (pc !== state.pc) return;
+  const parts = browserLatencyParts(state.previousStats, report);
+  state.previousStats = report;
+  state.latency = { ...parts, serverMs: state.serverVideoMs, totalMs: cameraToScreenMs(parts, state.serverVideoMs) };
 }
 
 function waitForIceGathering(pc) {
@@ -95,6 +192,11 @@ function waitForIceGathering(pc) {
 function onScores(message) {
   state.scoresMessages += 1;
   state.lastScores = message;
+  if (typeof message.server_video_latency_ms === "number") state.serverVideoMs = message.server_video_latency_ms;
+  state.analysisLagMs =
+    state.analysisLagMs === null
+      ? message.server_latency_ms
+      : (1 - LAG_SMOOTHING) * state.analysisLagMs + LAG_SMOOTHING * message.server_latency_ms;
   const t = (performance.now() - state.startedAt) / 1000;
   elements.faces.replaceChildren();
   for (const face of message.faces) {
@@ -105,7 +207,7 @@ function onScores(message) {
     const cells = [
       `face ${face.track_id}`,
       face.verdict,
-      face.p_fake === null ? "…" : face.p_fake.toFixed(2),
+      face.ready && face.p_fake !== null ? face.p_fake.toFixed(2) : "…",
       String(face.frames_scored),
     ];
     cells.forEach((text, i) => {
@@ -126,10 +228,8 @@ function onScores(message) {
     elements.alerts.prepend(item);
     while (elements.alerts.children.length > MAX_ALERTS_SHOWN) elements.alerts.lastChild.remove();
   }
-  setStatus(
-    `Connected. ${message.fps.toFixed(1)} fps analysed, server latency ${message.server_latency_ms.toFixed(0)} ms, ` +
-      `${message.frames_dropped} frames dropped, ${message.faces.length} face(s).`,
-  );
+  setStatus("Connected.");
+  renderStats(message);
 }
 
 function onChannelMessage(event) {
@@ -152,6 +252,8 @@ async function connect(stream, source = null) {
   setStatus("Connecting…");
   state.startedAt = performance.now();
   state.localStream = stream;
+  state.sending = Boolean(stream);
+  state.analysisLagMs = state.serverVideoMs = state.latency = state.previousStats = null;
   chart.clear();
   const pc = new RTCPeerConnection({ iceServers: [] });
   state.pc = pc;
@@ -185,6 +287,7 @@ async function connect(stream, source = null) {
     });
     state.sessionId = answer.session_id;
     await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+    state.statsTimer = setInterval(() => sampleLatency().catch(() => {}), STATS_INTERVAL_MS);
   } catch (error) {
     showError(error.message || String(error));
     await stop();
@@ -198,20 +301,28 @@ async function stop() {
   state.channel = null;
   state.sessionId = null;
   state.localStream = null;
+  state.lastScores = null;
+  clearInterval(state.statsTimer);
+  state.statsTimer = null;
+  // Ask the server to close the session before the connection goes, so it is closed by request
+  // rather than found gone (the server closes sessions whose peer vanished on its own too).
+  const closing = sessionId
+    ? fetch(`/api/sessions/${sessionId}`, { method: "DELETE", headers: apiHeaders(), keepalive: true }).catch(() => {})
+    : null;
   if (localStream) localStream.getTracks().forEach((track) => track.stop());
   if (pc) pc.close();
-  if (sessionId) {
-    try {
-      await fetch(`/api/sessions/${sessionId}`, { method: "DELETE", headers: apiHeaders(), keepalive: true });
-    } catch {
-      // The server closes sessions whose peer is gone on its own; nothing more to do here.
-    }
-  }
+  // Nothing of the finished session stays up as if it were current.
+  elements.faces.replaceChildren();
+  elements.video.srcObject = null;
+  elements.stats.hidden = true;
+  chart.stopLive();
+  await closing;
   if (pc) setStatus("Stopped.");
   setRunning(false);
 }
 
 async function startCamera() {
+  requireCapture("camera");
   const stream = await navigator.mediaDevices.getUserMedia({
     video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
     audio: false,
@@ -221,6 +332,7 @@ async function startCamera() {
 
 // preferCurrentTab offers this very tab first (what a test or a single-window setup wants).
 async function startScreen({ preferCurrentTab = false } = {}) {
+  requireCapture("screen sharing");
   const stream = await navigator.mediaDevices.getDisplayMedia({
     video: { frameRate: { ideal: 15 } },
     audio: false,
@@ -230,6 +342,7 @@ async function startScreen({ preferCurrentTab = false } = {}) {
 }
 
 async function startSource(name) {
+  if (!state.authorized) throw new Error("the server has not accepted this page's access token");
   await connect(null, name);
 }
 
@@ -261,5 +374,9 @@ window.addEventListener("pagehide", () => {
   }
 });
 
-window.deepwatch = { state, connect, stop, startCamera, startScreen, startSource, chart };
-loadSources();
+if (state.insecure) {
+  elements.insecure.textContent = insecureContextMessage();
+  elements.insecure.hidden = false;
+}
+const ready = authorize();
+window.deepwatch = { state, connect, stop, startCamera, startScreen, startSource, chart, ready };

@@ -5,18 +5,36 @@ const PALETTE = ["#58a6ff", "#f778ba", "#3fb950", "#d29922", "#a371f7", "#ff7b72
 const MAX_POINTS_PER_TRACK = 2000;
 
 export class ScoreChart {
-  constructor(canvas, { windowSeconds = 60, threshold = 0.5 } = {}) {
+  // threshold: the FAKE threshold line; unsureLow..unsureHigh: the band where the verdict is
+  // UNSURE (REAL below it, FAKE above it). Set from the server's verdict rule with setVerdictRule.
+  constructor(canvas, { windowSeconds = 60, threshold = null, unsureLow = null, unsureHigh = null } = {}) {
     this.canvas = canvas;
     this.context = canvas.getContext("2d");
     this.windowSeconds = windowSeconds;
     this.threshold = threshold;
+    this.unsureLow = unsureLow;
+    this.unsureHigh = unsureHigh;
     this.series = new Map(); // track id -> [{t, p}]
+    this.live = false; // whether the newest point of each face is marked as the current score
     this.dirty = false;
     this.frameRequested = false;
   }
 
+  setVerdictRule(threshold, unsureLow, unsureHigh) {
+    this.threshold = threshold;
+    this.unsureLow = unsureLow;
+    this.unsureHigh = unsureHigh;
+    this.requestDraw();
+  }
+
   clear() {
     this.series.clear();
+    this.requestDraw();
+  }
+
+  // After Stop: the lines stay for reference, but nothing is marked as a current score.
+  stopLive() {
+    this.live = false;
     this.requestDraw();
   }
 
@@ -29,6 +47,7 @@ export class ScoreChart {
       this.series.set(trackId, points);
     }
     points.push({ t, p });
+    this.live = true;
     if (points.length > MAX_POINTS_PER_TRACK) points.splice(0, points.length - MAX_POINTS_PER_TRACK);
     this.requestDraw();
   }
@@ -76,13 +95,23 @@ export class ScoreChart {
     }
     context.fillText(`last ${this.windowSeconds} s`, left, height - 5);
 
-    context.setLineDash([5, 4]);
-    context.strokeStyle = "#f85149";
-    context.beginPath();
-    context.moveTo(left, y(this.threshold));
-    context.lineTo(width - right, y(this.threshold));
-    context.stroke();
-    context.setLineDash([]);
+    if (this.threshold !== null) {
+      // The UNSURE band, then the threshold itself, where the server's verdict changes.
+      const low = Math.max(0, this.unsureLow ?? this.threshold), high = Math.min(1, this.unsureHigh ?? this.threshold);
+      if (high > low) {
+        context.fillStyle = "rgba(210, 153, 34, 0.18)";
+        context.fillRect(left, y(high), plotWidth, Math.max(1, y(low) - y(high)));
+      }
+      context.setLineDash([5, 4]);
+      context.strokeStyle = "#f85149";
+      context.beginPath();
+      context.moveTo(left, y(this.threshold));
+      context.lineTo(width - right, y(this.threshold));
+      context.stroke();
+      context.setLineDash([]);
+      context.fillStyle = "#f85149";
+      context.fillText(`threshold ${this.threshold.toFixed(3)}`, width - right - 100, Math.max(top + 10, y(high) - 3));
+    }
 
     let legendX = left + 80;
     for (const [trackId, points] of this.series) {
@@ -93,11 +122,13 @@ export class ScoreChart {
       context.beginPath();
       points.forEach((point, i) => (i ? context.lineTo(x(point.t), y(point.p)) : context.moveTo(x(point.t), y(point.p))));
       context.stroke();
-      const last = points[points.length - 1];
       context.fillStyle = this.colour(trackId);
-      context.beginPath();
-      context.arc(x(last.t), y(last.p), 3, 0, 2 * Math.PI);
-      context.fill();
+      if (this.live) {
+        const last = points[points.length - 1];
+        context.beginPath();
+        context.arc(x(last.t), y(last.p), 3, 0, 2 * Math.PI);
+        context.fill();
+      }
       context.fillText(`face ${trackId}`, legendX, height - 5);
       legendX += 56;
     }

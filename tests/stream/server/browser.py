@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -24,21 +25,21 @@ DATA = Path(os.environ.get("DEEPWATCH_DATA", REPO.parent / "shared" / "data"))
 FACE_CLIP = DATA / "real" / "liveportrait_d6.mp4"
 
 
-def missing_requirements() -> str | None:
-    """Why the browser tests cannot run here, or None."""
+def missing_requirements(*, face_clip: bool = True) -> str | None:
+    """Why the browser tests cannot run here, or None (``face_clip``: they need the data's clip)."""
     if not CHROMIUM.is_file():
         return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "the playwright Python package is not installed"
-    if not FACE_CLIP.is_file():
+    if face_clip and not FACE_CLIP.is_file():
         return f"face clip {FACE_CLIP} not found (set DEEPWATCH_DATA to ../shared/data)"
     return None
 
 
-def chromium_args(fake_camera: Path | None, marker: str) -> list[str]:
-    """Flags for headless Chromium on a machine without a display or network.
+def chromium_args(fake_camera: Path | None, marker: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Flags for headless Chromium on a machine without a display or network, plus ``extra``.
 
     ``marker`` is an ignored switch that lets a test find (and kill) exactly this browser.
     """
@@ -66,7 +67,7 @@ def chromium_args(fake_camera: Path | None, marker: str) -> list[str]:
     ]
     if fake_camera is not None:
         args.append(f"--use-file-for-fake-video-capture={fake_camera}")
-    return args
+    return args + list(extra)
 
 
 def new_marker() -> str:
@@ -107,10 +108,12 @@ def convert_clip(source: Path, target: Path, *, size: int, fps: int, seconds: fl
 
 
 class ServerThread:
-    """Runs an aiohttp application on 127.0.0.1 (a free port) on its own event loop thread."""
+    """Runs an aiohttp application on 127.0.0.1 (a free port) on its own event loop thread,
+    over HTTPS when given an ``ssl_context``."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
+        self.ssl_context = ssl_context
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(app, access_log=None)
@@ -118,7 +121,8 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
         self._thread.start()
@@ -126,7 +130,7 @@ class ServerThread:
 
     async def _start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
@@ -145,8 +149,8 @@ class ServerThread:
 
 
 @contextmanager
-def running(app: web.Application) -> Iterator[ServerThread]:
-    server = ServerThread(app)
+def running(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> Iterator[ServerThread]:
+    server = ServerThread(app, ssl_context)
     server.start()
     try:
         yield server

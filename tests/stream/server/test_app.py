@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.server.app import SERVER_KEY, SourceOpener, create_app
 from stream.server.messages import MAX_CLIENT_MESSAGE_CHARS
+from stream.server.model_info import NO_FIGURE_NOTE, ModelInfo
 from stream.server.options import ServerOptions
-from stream.server.peer import overlay_annotator
+from stream.server.peer import overlay_annotator, verdict_colour
+from stream.server.security import TokenFailureLimiter
 from tests.stream.server.fakes import ClientPeer, PipelineRecorder, SolidSource, SolidTrack
 
 TOKEN = "t0ken-for-tests-0123456789"
@@ -32,6 +35,7 @@ async def serving(
     *,
     recorder: PipelineRecorder | None = None,
     sources: dict[str, SourceOpener] | None = None,
+    model: ModelInfo | None = None,
     **option_values: Any,
 ) -> AsyncIterator[TestClient]:
     values: dict[str, Any] = {"port": 0, "allow_loopback_ice": True, "idle_timeout_s": 5.0} | option_values
@@ -40,6 +44,7 @@ async def serving(
         pipeline_factory=recorder or PipelineRecorder(),
         annotate=overlay_annotator(),
         sources=sources,
+        model=model,
     )
     async with TestClient(TestServer(app)) as client:
         yield client
@@ -83,13 +88,25 @@ async def json_error(response: Any, status: int) -> str:
 # -- options -----------------------------------------------------------------------------
 
 
-def test_binding_beyond_loopback_needs_a_token() -> None:
+def test_binding_beyond_loopback_needs_a_token_and_tls() -> None:
     with pytest.raises(ValueError, match="without a token"):
         ServerOptions(host="0.0.0.0")
     with pytest.raises(ValueError, match="token must have at least"):
         ServerOptions(host="0.0.0.0", token="short")
-    assert ServerOptions(host="0.0.0.0", token=TOKEN).token == TOKEN
-    assert ServerOptions(host="::1").token is None
+    # Both ways out are named: a certificate, or loopback behind a TLS reverse proxy.
+    with pytest.raises(ValueError, match=r"refusing to serve plain HTTP on 0\.0\.0\.0") as refused:
+        ServerOptions(host="0.0.0.0", token=TOKEN)
+    assert "--tls-cert" in str(refused.value) and "127.0.0.1 behind a TLS reverse proxy" in str(refused.value)
+    assert "--allow-plain-http" in str(refused.value)
+    with pytest.raises(ValueError, match="both a certificate and its key"):
+        ServerOptions(host="0.0.0.0", token=TOKEN, tls_cert="cert.pem")
+    secured = ServerOptions(host="0.0.0.0", token=TOKEN, tls_cert="c.pem", tls_key="k.pem")
+    assert secured.token == TOKEN and secured.scheme == "https"
+    plain = ServerOptions(host="0.0.0.0", token=TOKEN, allow_plain_http=True)
+    assert plain.scheme == "http"
+    assert ServerOptions(host="::1").token is None and ServerOptions(host="::1").scheme == "http"
+    with pytest.raises(ValueError, match="max_token_failures must be >= 1"):
+        ServerOptions(max_token_failures=0)
 
 
 def test_loopback_ice_is_off_by_default_and_restored() -> None:
@@ -116,7 +133,11 @@ def test_page_and_assets_are_served_with_security_headers() -> None:
             assert page.status == 200
             html = await page.text()
             assert "/static/app.js" in html and "score-chart" in html
-            assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+            policy = page.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in policy and "script-src 'self';" in policy
+            assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+            # No inline script for the policy to have to allow: every <script> has a src.
+            assert html.count("<script") == html.count('<script type="module" src=')
             assert page.headers["X-Content-Type-Options"] == "nosniff"
             assert page.headers["Referrer-Policy"] == "no-referrer"
             for name, kind in (
@@ -163,8 +184,9 @@ def test_no_file_access_beyond_the_page_assets(path: str) -> None:
 
 def test_token_is_required_on_every_api_route_and_metrics() -> None:
     async def body() -> None:
-        async with serving(token=TOKEN) as client:
+        async with serving(token=TOKEN, max_token_failures=100) as client:
             for method, path in (
+                ("GET", "/api/model"),
                 ("GET", "/api/sources"),
                 ("GET", "/api/sessions"),
                 ("POST", "/api/offer"),
@@ -191,6 +213,148 @@ def test_token_is_required_on_every_api_route_and_metrics() -> None:
     run(body)
 
 
+def test_token_errors_say_how_to_fix_them_and_every_rejection_is_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wrong = "wrong-guess-" + TOKEN
+
+    async def body() -> None:
+        async with serving(token=TOKEN) as client:
+            missing = await json_error(await client.get("/api/model"), 401)
+            assert missing.startswith("this server needs its access token") and "/?token=" in missing
+            guessed = await json_error(await client.get(f"/api/sources?token={wrong}"), 401)
+            assert guessed.startswith("wrong access token") and "--token" in guessed
+            response = await client.post("/api/offer", data=b"{not json", headers=HEADERS | JSON_TYPE)
+            assert (await json_error(response, 400)).startswith("body must be JSON")
+            await json_error(await client.get("/no/such/page"), 404)
+
+    with caplog.at_level(logging.INFO, logger="stream.server.security"):
+        run(body)
+    rejected = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected ")]
+    assert len(rejected) == 4, rejected
+    assert rejected[0].startswith("rejected GET '/api/model' from 127.0.0.1: 401 this server needs")
+    assert rejected[1].startswith("rejected GET '/api/sources' from 127.0.0.1: 401 wrong access token")
+    assert rejected[2].startswith("rejected POST '/api/offer' from 127.0.0.1: 400 body must be JSON")
+    assert rejected[3].startswith("rejected GET '/no/such/page' from 127.0.0.1: 404")
+    assert all(TOKEN not in record.getMessage() for record in caplog.records)
+
+
+def test_repeated_bad_tokens_from_one_client_get_429_until_the_window_passes() -> None:
+    async def body() -> None:
+        async with serving(token=TOKEN, max_token_failures=3, token_failure_window_s=0.5) as client:
+            for _ in range(3):
+                await json_error(
+                    await client.get("/api/sources", headers={"X-Deepwatch-Token": "x" * 20}), 401
+                )
+            # Locked out: even the right token waits, so guessing cannot continue at full speed.
+            locked = await client.get("/api/sources", headers=HEADERS)
+            assert "too many wrong or missing tokens" in await json_error(locked, 429)
+            assert 1 <= int(locked.headers["Retry-After"]) <= 1
+            # The page and the liveness probe stay up for everyone.
+            assert (await client.get("/healthz")).status == 200
+            await asyncio.sleep(0.6)
+            assert (await client.get("/api/sources", headers=HEADERS)).status == 200
+
+    run(body)
+
+
+def test_failure_limiter_counts_per_client_in_a_sliding_window() -> None:
+    now = [100.0]
+    limiter = TokenFailureLimiter(max_failures=3, window_s=10.0, clock=lambda: now[0])
+    for _ in range(3):
+        assert limiter.retry_after_s("10.0.0.1") is None
+        limiter.record_failure("10.0.0.1")
+        now[0] += 1.0
+    # Failures at 100, 101, 102; now 103: the oldest ages out at 110.
+    assert limiter.retry_after_s("10.0.0.1") == pytest.approx(7.0)
+    assert limiter.retry_after_s("10.0.0.2") is None
+    now[0] = 110.5
+    assert limiter.retry_after_s("10.0.0.1") is None
+    limiter.record_failure("10.0.0.1")
+    assert limiter.retry_after_s("10.0.0.1") == pytest.approx(0.5)
+    limiter.clear("10.0.0.1")
+    assert limiter.retry_after_s("10.0.0.1") is None
+    with pytest.raises(ValueError, match="max_failures >= 1"):
+        TokenFailureLimiter(0, 1.0)
+
+
+def test_model_info_reports_the_verdict_rule_and_the_checkpoints_validated_figure() -> None:
+    shipped_like = ModelInfo.from_checkpoint(
+        {"video_auc": 0.547979, "videos": 69, "window_auc": 0.55}, threshold=0.999, uncertain_margin=0.1
+    )
+    assert (
+        shipped_like.trust_note == "cross-validated video AUC 0.55 on 69 videos: treat scores as unreliable"
+    )
+    assert shipped_like.trust_level == "unreliable"
+    assert ModelInfo.from_checkpoint({"video_auc": 0.9}, threshold=0.5, uncertain_margin=0).trust_note == (
+        "cross-validated video AUC 0.90: a score is a hint, not proof"
+    )
+    assert ModelInfo.from_checkpoint({"video_auc": 0.97}, threshold=0.5, uncertain_margin=0).trust_level == (
+        "validated"
+    )
+    for metrics in ({}, {"video_auc": float("nan")}, {"video_auc": "0.9"}, {"video_auc": True}):
+        none = ModelInfo.from_checkpoint(metrics, threshold=0.7, uncertain_margin=0.05)
+        assert none.trust_note == NO_FIGURE_NOTE and none.trust_level == "unknown"
+        assert none.trust_note.startswith("no validated figure in this checkpoint")
+
+    async def body() -> None:
+        async with serving(model=shipped_like) as client:
+            response = await client.get("/api/model")
+            assert response.status == 200
+            assert await response.json() == {
+                "trust_level": "unreliable",
+                "threshold": 0.999,
+                "uncertain_margin": 0.1,
+                "real_at_most": None,
+                "unsure_low": pytest.approx(0.899),
+                "unsure_high": pytest.approx(1.099),
+                "verdict_rule": shipped_like.verdict_rule,
+                "validated_auc": 0.547979,
+                "validated_videos": 69,
+                "trust_note": shipped_like.trust_note,
+            }
+        async with serving() as client:
+            default = await (await client.get("/api/model")).json()
+            assert default["trust_note"] == NO_FIGURE_NOTE and default["threshold"] == 0.5
+
+    run(body)
+
+
+def test_the_verdict_rule_is_spelled_out_in_both_forms() -> None:
+    shipped = ModelInfo(threshold=0.999, uncertain_margin=0.1)
+    # The truth about the shipped checkpoint: with its threshold and the default margin no face
+    # can ever be called FAKE.
+    assert shipped.verdict_rule == (
+        "Verdicts follow this model's threshold 0.999, margin 0.100: REAL below 0.899, FAKE never "
+        "(threshold + margin is above 1), UNSURE between (and until a face has a full window of samples)."
+    )
+    calibrated = ModelInfo(threshold=0.93, uncertain_margin=0.1, real_at_most=0.41)
+    assert calibrated.unsure_band == (0.41, 0.93)
+    assert calibrated.verdict_rule.startswith(
+        "Verdicts follow thresholds calibrated on real faces (FAKE threshold 0.930): REAL at or below 0.410, "
+        "FAKE above 0.930, UNSURE between"
+    )
+    with pytest.raises(ValueError, match="real_at_most must be in"):
+        ModelInfo(threshold=0.5, real_at_most=0.6)
+
+
+def test_boxes_on_the_page_video_take_their_verdicts_colour() -> None:
+    import numpy as np
+
+    from stream.contracts import FaceResult
+    from stream.live.overlay import NOT_READY_RGB
+
+    def face(verdict: str, p_fake: float, ready: bool = True) -> FaceResult:
+        box = np.array([0, 0, 10, 10], dtype=np.float32)
+        return FaceResult(1, box, True, p_fake, ready, verdict, (p_fake,), 16)
+
+    # p_fake 0.71 under a 0.999 threshold is REAL: green, not the orange its score alone would give.
+    assert verdict_colour(face("REAL", 0.71)) == (0, 255, 0)
+    assert verdict_colour(face("UNSURE", 0.95)) == (255, 255, 0)
+    assert verdict_colour(face("FAKE", 0.2)) == (255, 0, 0)
+    assert verdict_colour(face("UNSURE", 0.5, ready=False)) == NOT_READY_RGB
+
+
 # -- cross-site requests -----------------------------------------------------------------
 
 
@@ -213,7 +377,7 @@ def test_cross_site_requests_are_refused() -> None:
             assert (await client.get("/api/sources", headers={"Host": "localhost:8080"})).status == 200
             assert await sessions_active(client) == 0
         # With a token (any host may be right, e.g. a reverse proxy) only Origin is checked.
-        async with serving(token=TOKEN, host="0.0.0.0") as client:
+        async with serving(token=TOKEN, host="0.0.0.0", allow_plain_http=True) as client:
             response = await client.get("/api/sources", headers=HEADERS | {"Host": "deepwatch.lan"})
             assert response.status == 200
 
@@ -294,6 +458,43 @@ def test_offer_with_audio_or_without_video_is_rejected() -> None:
     run(body)
 
 
+def test_offer_bundling_onto_a_missing_section_is_refused_and_leaves_no_session() -> None:
+    # Found by fuzzing: aiortc bundled every section onto a transport that did not exist, the
+    # answer failed with AttributeError (a 500) and the half-built session never closed.
+    async def body() -> None:
+        async with serving() as client:
+            peer = ClientPeer(SolidTrack(100))
+            offer = await peer.offer_body()
+            await peer.close()
+            assert "a=group:BUNDLE 0 1" in offer["sdp"]
+            offer["sdp"] = offer["sdp"].replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 7 0 1")
+            response = await client.post("/api/offer", json=offer)
+            assert "BUNDLE group starts with mid '7'" in await json_error(response, 400)
+            assert await sessions_active(client) == 0
+
+    run(body)
+
+
+def test_malformed_http_is_one_warning_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        async with serving() as client:
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(b"POST /api/offer \xa9\x06\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:40]
+            assert await sessions_active(client) == 0
+
+    with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+        run(body)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert records[0].getMessage().startswith("rejected malformed HTTP from 127.0.0.1: 400 Bad status line")
+    assert "\n" not in records[0].getMessage()
+    assert records[0].exc_info is None
+
+
 # -- sessions ------------------------------------------------------------------------------
 
 
@@ -320,13 +521,15 @@ def test_a_session_scores_the_frames_the_peer_sends_and_cleans_up() -> None:
             assert face["p_fake"] == pytest.approx(0.8, abs=0.03)
             assert face["verdict"] == "FAKE" and face["track_id"] == 1
             assert last["width"] == 320 and last["height"] == 240 and last["server_latency_ms"] >= 0
+            # The server's share of camera-to-screen: arrival to annotated frame sent back.
+            assert 0 < last["server_video_latency_ms"] < 1000
             # The video that comes back carries the overlay: the box edge is drawn at x = 80
-            # in the palette's colour for p_fake 0.8 (red-orange), the middle keeps the grey.
+            # in the FAKE verdict's colour (red, as the label says), the middle keeps the grey.
             frame = peer.received_frames[-1]
             assert frame.shape == (240, 320, 3)
             assert abs(int(frame[120, 160].mean()) - 204) < 10
             edge = frame[100:140, 79:82].reshape(-1, 3).mean(axis=0)
-            assert edge[0] > 200 and edge[1] < 140 and edge[2] < 60, edge
+            assert edge[0] > 200 and edge[1] < 60 and edge[2] < 60, edge
 
             pipeline = recorder.built[0]
             inference_threads = {

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -76,26 +77,45 @@ def face_y4m(requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return convert_clip(FACE_CLIP, target, size=CLIP_SIZE_PX, fps=CLIP_FPS, seconds=8)
 
 
-@pytest.fixture()
-def server(live_components: Any) -> Iterator[ServerThread]:
+def live_app(live_components: Any, **option_values: Any) -> Any:
     from stream.server.app import create_app
-    from stream.server.live import source_openers
+    from stream.server.live import model_info, source_openers
     from stream.server.options import ServerOptions
     from stream.server.peer import overlay_annotator
 
-    app = create_app(
-        ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0, max_sessions=2),
+    return create_app(
+        ServerOptions(
+            port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0, max_sessions=2, **option_values
+        ),
         pipeline_factory=live_components.session_pipeline,
         annotate=overlay_annotator(live_components.threshold),
         sources=source_openers({"face-clip": str(FACE_CLIP)}, live_components.config.source),
+        model=model_info(live_components),
     )
-    with running(app) as thread:
+
+
+@pytest.fixture()
+def server(live_components: Any) -> Iterator[ServerThread]:
+    with running(live_app(live_components)) as thread:
+        yield thread
+
+
+@pytest.fixture()
+def https_server(live_components: Any, tmp_path: Path) -> Iterator[ServerThread]:
+    """The server over HTTPS with a certificate ``deepwatch serve --make-cert`` would write."""
+    from stream.server.tls import server_ssl_context, write_self_signed
+
+    files = write_self_signed(tmp_path / "tls", "127.0.0.1")
+    context = server_ssl_context(str(files.cert_path), str(files.key_path))
+    with running(live_app(live_components), context) as thread:
         yield thread
 
 
 def get_json(url: str) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    # The tests' own self-signed certificate: checked by the browser test, not here.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.load(response)
 
 
@@ -107,10 +127,13 @@ def wait_for_sessions(server: ServerThread, count: int, timeout_s: float) -> Non
         time.sleep(0.25)
 
 
-def launch(playwright: Any, camera: Path | None) -> tuple[Any, str]:
+def launch(playwright: Any, camera: Path | None, extra: tuple[str, ...] = ()) -> tuple[Any, str]:
     marker = new_marker()
     browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), headless=True, args=chromium_args(camera, marker), timeout=60_000
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=chromium_args(camera, marker, extra),
+        timeout=60_000,
     )
     return browser, marker
 
@@ -124,6 +147,7 @@ def open_page(browser: Any, url: str, viewport: tuple[int, int] = (1280, 900)) -
     page.goto(f"{url}?token={TOKEN}")
     wait_for(page, "window.deepwatch !== undefined", 20, "the page script")
     assert "token" not in page.url, "the page keeps the token out of the address bar"
+    wait_for(page, "window.deepwatch.state.authorized", 20, "the server to accept the token")
     return page
 
 
@@ -204,15 +228,25 @@ def close_quietly(browser: Any) -> None:
 # -- the tests ---------------------------------------------------------------------------
 
 
-def test_camera_face_is_scored_and_the_page_shows_the_overlay(
-    server: ServerThread, face_y4m: Path, live_components: Any, tmp_path: Path
+def test_camera_face_is_scored_over_https_and_the_page_shows_the_overlay_and_the_trust_note(
+    https_server: ServerThread, face_y4m: Path, live_components: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
+    server = https_server
+    assert server.url.startswith("https://127.0.0.1:")
     with sync_playwright() as playwright:
-        browser, _ = launch(playwright, face_y4m)
+        # The certificate is self-signed: the browser is told to accept it, as a user would once.
+        browser, _ = launch(playwright, face_y4m, ("--ignore-certificate-errors",))
         try:
             page = open_page(browser, server.url)
+            assert page.evaluate("window.isSecureContext") is True and page.is_hidden("#insecure")
+            model = get_json(server.url + "api/model")
+            assert page.inner_text("#trust-note") == f"Model: {model['trust_note']}."
+            assert model["threshold"] == pytest.approx(live_components.threshold)
+            assert page.evaluate("window.deepwatch.chart.threshold") == pytest.approx(
+                live_components.threshold
+            )
             page.evaluate("window.deepwatch.startCamera()")
             face = ready_face(page)
             message = face.pop("_message")

@@ -1,0 +1,177 @@
+"""The page in real headless Chromium against the real server with a fake pipeline (no models):
+what it says about the model and its verdicts, its latency and drop figures, Stop, token errors,
+and the message on a page that is not a secure context.
+
+Needs Debian's ``chromium`` and the ``playwright`` Python package; Chromium's built-in fake camera
+supplies the video. Skipped without them, failed under CI (DEEPWATCH_REQUIRE_SYSTEM_TESTS=1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from stream.server.app import create_app
+from stream.server.model_info import ModelInfo
+from stream.server.options import ServerOptions
+from stream.server.peer import overlay_annotator
+from tests.conftest import require_system
+from tests.stream.server.browser import (
+    CHROMIUM,
+    ServerThread,
+    chromium_args,
+    missing_requirements,
+    new_marker,
+    running,
+    wait_for,
+)
+from tests.stream.server.fakes import PipelineRecorder
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "page-test-token-0123456789"
+MODEL = ModelInfo.from_checkpoint({"video_auc": 0.548, "videos": 69}, threshold=0.62, uncertain_margin=0.05)
+# A name that is not localhost, mapped to 127.0.0.1 inside Chromium only: no lookup leaves it.
+INSECURE_NAME = "deepwatch.test"
+
+
+@pytest.fixture(scope="module")
+def requirements() -> None:
+    require_system(str(CHROMIUM), reason="the browser tests need Debian's chromium")
+    reason = missing_requirements(face_clip=False)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture()
+def server(requirements: None) -> Iterator[ServerThread]:
+    app = create_app(
+        ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0),
+        pipeline_factory=PipelineRecorder(),
+        annotate=overlay_annotator(MODEL.threshold),
+        model=MODEL,
+    )
+    with running(app) as thread:
+        yield thread
+
+
+@pytest.fixture()
+def browser(requirements: None) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=chromium_args(None, new_marker(), (f"--host-resolver-rules=MAP {INSECURE_NAME} 127.0.0.1",)),
+            timeout=60_000,
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Any, origin: str, *, grant_camera: bool = True) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    if grant_camera:
+        context.grant_permissions(["camera"], origin=origin)
+    return context.new_page()
+
+
+def test_page_shows_the_models_verdict_rule_trust_note_latency_and_stop_clears_it(
+    server: ServerThread, browser: Any
+) -> None:
+    page = new_page(browser, server.url.rstrip("/"))
+    page.goto(f"{server.url}?token={TOKEN}")
+    wait_for(page, "window.deepwatch && window.deepwatch.state.authorized", 20, "the token accepted")
+    assert "token" not in page.url
+    # The trust note and the verdict rule come from the checkpoint, before any score.
+    assert page.inner_text("#trust-note") == (
+        "Model: cross-validated video AUC 0.55 on 69 videos: treat scores as unreliable."
+    )
+    assert "trust-unreliable" in page.get_attribute("#trust-note", "class")
+    rule = page.inner_text("#verdict-rule")
+    assert rule == MODEL.verdict_rule
+    assert "threshold 0.620" in rule and "REAL below 0.570" in rule and "FAKE from 0.670" in rule
+    chart = page.evaluate("(c => [c.threshold, c.unsureLow, c.unsureHigh])(window.deepwatch.chart)")
+    assert chart == pytest.approx([0.62, 0.57, 0.67])
+
+    page.evaluate("window.deepwatch.startCamera()")
+    wait_for(
+        page,
+        "window.deepwatch.state.lastScores && window.deepwatch.state.lastScores.faces.some(f => f.ready)"
+        " && document.querySelectorAll('#faces tbody tr').length === 1",
+        60,
+        "a ready score in the table",
+    )
+    # The table shows the server's verdict, coloured by it.
+    row = page.evaluate(
+        """() => {
+            const face = window.deepwatch.state.lastScores.faces[0];
+            const cell = document.querySelector('#faces tbody tr td:nth-child(2)');
+            return {verdict: face.verdict, text: cell.textContent, cls: cell.className};
+        }"""
+    )
+    assert row["text"] == row["verdict"] and row["cls"] == f"verdict-{row['verdict']}"
+    # Camera-to-screen from the browser's WebRTC statistics, with the server's share beside it.
+    latency = wait_for(
+        page,
+        "(l => l && typeof l.totalMs === 'number' && l)(window.deepwatch.state.latency)",
+        30,
+        "a camera-to-screen latency",
+    )
+    assert 0 < latency["serverMs"] < latency["totalMs"] < 5000, latency
+    assert latency["networkMs"] >= 0 and latency["receiveMs"] >= 0 and latency["sendMs"] >= 0
+    wait_for(page, "document.getElementById('stat-latency').textContent.includes('server')", 10, "stats")
+    text = page.inner_text("#stat-latency")
+    assert text.startswith("camera-to-screen ≈ ") and " ms (server " in text and text.endswith(" ms of it)")
+    assert page.inner_text("#stat-analysis").startswith("scores ")
+    assert "By design" in page.get_attribute("#stat-dropped", "title")
+    assert page.evaluate("window.deepwatch.chart.live") is True
+
+    page.click("#stop")
+    wait_for(page, "window.deepwatch.state.pc === null", 10, "the session to stop")
+    assert page.locator("#faces tbody tr").count() == 0
+    assert page.evaluate("window.deepwatch.chart.live") is False
+    assert page.evaluate("document.getElementById('remote-video').srcObject") is None
+    assert page.is_hidden("#stats") and page.inner_text("#status") == "Stopped."
+
+
+@pytest.mark.parametrize("query", ["", "?token=not-the-right-token-at-all"])
+def test_without_the_right_token_the_page_says_how_to_fix_it_and_the_camera_stays_off(
+    server: ServerThread, browser: Any, query: str
+) -> None:
+    page = new_page(browser, server.url.rstrip("/"))
+    page.goto(f"{server.url}{query}")
+    wait_for(page, "window.deepwatch && window.deepwatch.state.errors.length", 20, "the token error")
+    error = page.inner_text("#error")
+    expected = "this server needs its access token" if not query else "wrong access token"
+    assert error.startswith(expected) and "/?token=YOUR_TOKEN" in error and "--token" in error
+    assert page.is_disabled("#share-camera") and page.is_disabled("#share-screen")
+    refused = page.evaluate("window.deepwatch.startCamera().then(() => 'started', e => e.message)")
+    assert "has not accepted this page's access token" in refused
+    assert page.evaluate("window.deepwatch.state.localStream") is None
+    assert page.evaluate("window.deepwatch.state.authorized") is False
+
+
+def test_plain_http_on_a_network_name_says_camera_sharing_needs_https(
+    server: ServerThread, browser: Any
+) -> None:
+    origin = f"http://{INSECURE_NAME}:{server.port}"
+    # Chromium itself refuses to grant the camera to such an origin.
+    page = new_page(browser, origin, grant_camera=False)
+    page.goto(f"{origin}/?token={TOKEN}")
+    wait_for(page, "window.deepwatch && window.deepwatch.state.authorized", 20, "the token accepted")
+    assert page.evaluate("window.isSecureContext") is False
+    message = page.inner_text("#insecure")
+    assert page.is_visible("#insecure")
+    assert message.startswith(f"Camera and screen sharing need a secure page, and {origin} is not one")
+    for option in ("--tls-cert FILE --tls-key FILE", "--make-cert DIR", "reverse proxy", "http://127.0.0.1"):
+        assert option in message, option
+    assert page.is_disabled("#share-camera") and page.is_disabled("#share-screen")
+    refused = page.evaluate("window.deepwatch.startCamera().then(() => 'started', e => e.message)")
+    assert refused == message
+    assert page.evaluate("window.deepwatch.state.localStream") is None
