@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 # The sequence heads ``engine.heads.HEADS`` builds, by name (here so the CLI lists them without torch).
 HEAD_NAMES = ("frame_mean", "lstm", "temporal_conv", "transformer")
+# Heads over identity evidence (inner and outer face embeddings), trained by deepwatch train-identity.
+EVIDENCE_HEAD_NAMES = ("identity",)
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,8 @@ def train_identity(
         },
         "stages": list(recipe.stages),
     }
+    # The head's initial weights come from torch's generator: seed it, so a run is repeatable.
+    torch.manual_seed(recipe.seed)
     if "projections" in recipe.stages:
         head = IdentityConsistencyHead()
         losses = fit_projections(head, train_real, train_fake, recipe.projection)

@@ -61,6 +61,9 @@ class SlowBoxDetector:
         time.sleep(DETECT_DELAY_S)
         return self._inner.detect(image)
 
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Any]]:
+        return [self.detect(image) for image in images]
+
 
 class FakeStages:
     """A ``StageFactory`` of fakes (pickled by value to the workers)."""

@@ -119,9 +119,11 @@ def test_the_cli_and_the_packages_import_without_torch() -> None:
 
 def test_the_torch_free_name_lists_match_what_they_name() -> None:
     from engine.config import WEIGHTS_NAMES
-    from engine.heads import HEADS
-    from engine.scorer_config import HEAD_NAMES
+    from engine.heads import HEADS, head_features
+    from engine.scorer_config import EVIDENCE_HEAD_NAMES, HEAD_NAMES
     from engine.weights import REGISTRY
 
     assert tuple(REGISTRY) == WEIGHTS_NAMES
-    assert sorted(HEADS) == list(HEAD_NAMES)
+    assert sorted(HEADS) == sorted(HEAD_NAMES + EVIDENCE_HEAD_NAMES)
+    assert {head_features(name) for name in HEAD_NAMES} == {"embedding"}
+    assert {head_features(name) for name in EVIDENCE_HEAD_NAMES} == {"inner_outer"}

@@ -108,7 +108,7 @@ def test_train_identity_then_eval_on_real_photos(data_dir: Path, tmp_path: Path)
     finally:
         encoder.close()
     # The same run again reads every photo chunk from the cache (resumable) and gives the same model.
-    assert main([*args[:4], str(tmp_path / "again.pt"), *args[6:]]) == 0
+    assert main([*args[:4], str(tmp_path / "again.pt"), *args[7:]]) == 0
     again = load_checkpoint(tmp_path / "again.pt")
     for name, value in checkpoint.head_state.items():
         assert np.array_equal(value.numpy(), again.head_state[name].numpy()), name
