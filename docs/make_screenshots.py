@@ -4,9 +4,9 @@ Both use the built-in demo scene (NASA's public-domain astronaut portrait, movin
 no frame of ../shared/data ends up in the repository:
 
 - real: the demo scene as it is;
-- fake: the same scene with the face self-blended (``stream.training.pseudo_fakes``: a colour- and
-  geometry-shifted copy of the face pasted over itself through a soft landmark mask, the
-  boundary artefacts a face swap leaves), strong enough to see.
+- fake: the same scene with the face swapped for another person's (``stream.training.blends``'
+  cross-person blend, as a live swapper pastes a face: a face of scikit-image's LFW subset warped
+  onto the astronaut's landmarks, colour-matched, through a feathered mask); not a real deepfake.
 
 The page is the real one, over HTTPS with a self-signed certificate, with the shipped model; the
 videos are played as server-side sources. Needs Debian's chromium and playwright (as the browser
@@ -39,7 +39,9 @@ from stream.server.options import ServerOptions  # noqa: E402
 from stream.server.peer import overlay_annotator  # noqa: E402
 from stream.server.tls import server_ssl_context, write_self_signed  # noqa: E402
 from stream.sources.demo import render_demo_frame  # noqa: E402
-from stream.training.pseudo_fakes import BlendParameters, self_blend  # noqa: E402
+from stream.training import blends  # noqa: E402
+from stream.training.evidence_data import largest_face  # noqa: E402
+from stream.training.examples import packaged_faces  # noqa: E402
 from tests.stream.server.browser import CHROMIUM, chromium_args, new_marker, running, wait_for  # noqa: E402
 
 TOKEN = "screenshot-token-0123456789"
@@ -47,24 +49,28 @@ SIZE = (480, 360)
 FPS = 15
 SECONDS = 40
 SLOW_MOTION = 0.15
-# A visible self-blend: shifted, scaled, hue- and brightness-changed copy of the face.
-FAKE_BLEND = BlendParameters(
-    scale=1.06,
-    shift_px=(4.0, 3.0),
-    hue_shift=8.0,
-    saturation_gain=1.25,
-    value_gain=1.12,
-    channel_shift=(12.0, -6.0, -10.0),
-    sharpen=-1.0,
-    mask_grow_px=6,
-    mask_blur_px=15,
+# A visible swap: the other face rendered at 160 px, colour-matched, pasted through a soft mask.
+FAKE_SWAP = blends.CrossBlendParameters(
+    swap_resolution_px=160,
+    colour_transfer=0.9,
+    mask_grow=0.0,
+    mask_blur=0.15,
+    deform=0.0,
+    deform_seed=0,
+    poisson=False,
     blend_ratio=1.0,
+    sharpen=0.5,
 )
 VIEWPORT = {"width": 1180, "height": 700}
 
 
 def write_clip(path: Path, fake: bool, detector: Any) -> None:
     width, height = SIZE
+    _, sources = packaged_faces(1)
+    source = sources[0]
+    source_marks = largest_face(detector, source, 0.9, 8.0)
+    if source_marks is None:
+        raise SystemExit("no face found in the packaged LFW face")
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -74,7 +80,9 @@ def write_clip(path: Path, fake: bool, detector: Any) -> None:
             if fake:
                 detections = detector.detect(image)
                 if detections:
-                    image = self_blend(image, detections[0].landmarks_5x2, FAKE_BLEND)
+                    image, _ = blends.cross_person_blend(
+                        image, detections[0].landmarks_5x2, source, source_marks, FAKE_SWAP
+                    )
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -123,7 +131,7 @@ def main() -> None:
         pipeline_factory=components.session_pipeline,
         annotate=overlay_annotator(components.threshold),
         sources=source_openers(
-            {"demo-real": str(folder / "real.mp4"), "demo-self-blended": str(folder / "fake.mp4")},
+            {"demo-real": str(folder / "real.mp4"), "demo-face-swapped": str(folder / "fake.mp4")},
             components.config.source,
         ),
         model=model_info(components),
@@ -139,7 +147,7 @@ def main() -> None:
         page.goto(f"{server.url}?token={TOKEN}")
         wait_for(page, "window.deepwatch && window.deepwatch.state.authorized", 30, "the page")
         wait_for(page, "document.querySelectorAll('#source-select option').length === 3", 30, "sources")
-        for source, name in (("demo-real", "serve-real.png"), ("demo-self-blended", "serve-fake.png")):
+        for source, name in (("demo-real", "serve-real.png"), ("demo-face-swapped", "serve-fake.png")):
             message = shoot(page, source, REPO / "docs" / name)
             faces = [(f["verdict"], f["p_fake"]) for f in message["faces"] if f["ready"]]
             print(f"{name}: {faces}")
