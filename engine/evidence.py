@@ -14,6 +14,7 @@ template, 160 px, margin 0.25), which the scorer checkpoint records and the app 
 
 from __future__ import annotations
 
+import functools
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -45,16 +46,15 @@ OUTER_FEATHER_PX = 9
 OUTER_FILL_SIDE_PX = 6
 
 
+@functools.cache
 def _outer_mask() -> np.ndarray:
+    """The feathered ellipse (160 x 160 x 1 float32), made on first use."""
     mask = np.zeros((CROP_SIZE_PX, CROP_SIZE_PX), np.float32)
     centre = tuple(round(v) for v in OUTER_ELLIPSE_CENTRE_XY)
     axes = tuple(round(v) for v in OUTER_ELLIPSE_AXES_XY)
     cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 1.0, thickness=-1)
     kernel = OUTER_FEATHER_PX * 2 + 1
     return cv2.GaussianBlur(mask, (kernel, kernel), 0)[..., None]
-
-
-_OUTER_MASK = _outer_mask()
 
 
 def check_crops(crops: np.ndarray) -> None:
@@ -83,10 +83,11 @@ def outer_crops(crops: np.ndarray) -> np.ndarray:
     check_crops(crops)
     out = np.empty_like(crops)
     side = OUTER_FILL_SIDE_PX
+    mask = _outer_mask()
     for index, crop in enumerate(crops):
         small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
         fill = cv2.resize(small, (CROP_SIZE_PX, CROP_SIZE_PX), interpolation=cv2.INTER_CUBIC)
-        mixed = _OUTER_MASK * fill.astype(np.float32) + (1.0 - _OUTER_MASK) * crop.astype(np.float32)
+        mixed = mask * fill.astype(np.float32) + (1.0 - mask) * crop.astype(np.float32)
         out[index] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
     return out
 
