@@ -167,15 +167,9 @@ def _make_sinks(output: OutputConfig, config: AppConfig, first_spec: str, first_
         sinks.append(VideoFileSink(output.video_path, fps=fps, source_id=first_id))
     if output.events_path:
         sinks.append(EventsSink(output.events_path))
-    if config.alerts.webhook_url:
-        from stream.sinks.webhook import WebhookNotifier
-
-        notifier = WebhookNotifier(
-            config.alerts.webhook_url,
-            timeout_s=config.alerts.webhook_timeout_s,
-            queue_size=config.alerts.webhook_queue_size,
-        )
-        sinks.append(WebhookSink(notifier))
+    alerts, url = config.alerts, config.alerts.webhook_url
+    if url:
+        sinks.append(WebhookSink.for_url(url, alerts.webhook_timeout_s, alerts.webhook_queue_size))
     return sinks
 
 

@@ -19,7 +19,6 @@ from stream.sinks import (
     EventsSink,
     Sink,
     VideoFileSink,
-    WebhookNotifier,
     WebhookSink,
     WindowSink,
     write_summary,
@@ -201,13 +200,9 @@ def _make_sinks(
             logger.warning("--out records only the first source, %s", sources[0].source_id)
     if output.events_path:
         sinks.append(EventsSink(output.events_path))
-    if config.alerts.webhook_url:
-        notifier = WebhookNotifier(
-            config.alerts.webhook_url,
-            timeout_s=config.alerts.webhook_timeout_s,
-            queue_size=config.alerts.webhook_queue_size,
-        )
-        sinks.append(WebhookSink(notifier))
+    alerts, url = config.alerts, config.alerts.webhook_url
+    if url:
+        sinks.append(WebhookSink.for_url(url, alerts.webhook_timeout_s, alerts.webhook_queue_size))
     return sinks, window
 
 

@@ -37,6 +37,11 @@ class WebhookSink:
         self.notifier = notifier
         self.notifier.start()
 
+    @classmethod
+    def for_url(cls, url: str, timeout_s: float, queue_size: int) -> WebhookSink:
+        """A sink posting to ``url`` (the ``alerts.webhook_*`` settings of the app config)."""
+        return cls(WebhookNotifier(url, timeout_s=timeout_s, queue_size=queue_size))
+
     def write(self, result: FrameResult, annotated: np.ndarray | None) -> None:
         for event in result.events:
             if event.kind == "alert":

@@ -361,12 +361,6 @@ def clip_evidence(
         if len(indices) == 0:
             logger.warning("%s: no face with landmarks; skipped", item.name)
             continue
-        frames = decode_frames(item.path, faces.timestamps_s[indices])
-        kept = [position for position in range(len(indices)) if position in frames]
-        if not kept:
-            logger.warning("%s: frames could not be decoded again; skipped", item.name)
-            continue
-        rng = np.random.default_rng([seed, number])
         key = hashlib.sha1(
             json.dumps(
                 [CHUNK_FORMAT, item.name, seed, number, every_nth_sample, encoder.weights_id, len(sources)]
@@ -376,16 +370,17 @@ def clip_evidence(
         if cached_path is not None and cached_path.is_file():
             versions = dict(np.load(cached_path))
         else:
-            crops = clip_versions(
-                [frames[position] for position in kept], faces.landmarks_5x2[indices[kept]], sources, rng
+            made = _encoded_versions(
+                item, faces, indices, sources, encoder, np.random.default_rng([seed, number])
             )
-            versions = {
-                name: np.asarray(encoder.encode(version), np.float32) for name, version in crops.items()
-            }
+            if made is None:
+                continue
+            versions = made
             if cached_path is not None:
                 cached_path.parent.mkdir(parents=True, exist_ok=True)
                 temporary = cached_path.with_name(cached_path.stem + ".partial.npz")
-                np.savez(temporary, **versions)
+                arrays: dict[str, Any] = versions
+                np.savez(temporary, **arrays)
                 os.replace(temporary, cached_path)
         for name, version in versions.items():
             features.append(version)
@@ -393,6 +388,26 @@ def clip_evidence(
             names.append(f"{item.name}#{name}")
             groups.append(item.group)
     return ClipEvidence(features, np.asarray(labels, np.int64), names, groups)
+
+
+def _encoded_versions(
+    item: MediaItem,
+    faces: FaceCache,
+    indices: np.ndarray,
+    sources: Sequence[tuple[np.ndarray, np.ndarray]],
+    encoder: EvidenceEncoder,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray] | None:
+    """Decode the clip's sampled frames again, make its versions and encode them (None: undecodable)."""
+    frames = decode_frames(item.path, faces.timestamps_s[indices])
+    kept = [position for position in range(len(indices)) if position in frames]
+    if not kept:
+        logger.warning("%s: frames could not be decoded again; skipped", item.name)
+        return None
+    crops = clip_versions(
+        [frames[position] for position in kept], faces.landmarks_5x2[indices[kept]], sources, rng
+    )
+    return {name: np.asarray(encoder.encode(version), np.float32) for name, version in crops.items()}
 
 
 def source_faces(
