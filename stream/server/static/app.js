@@ -259,7 +259,10 @@ async function connect(stream, source = null) {
   state.pc = pc;
   const channel = pc.createDataChannel("deepwatch");
   state.channel = channel;
-  channel.onmessage = onChannelMessage;
+  // A message already queued when Stop closed this session must not bring its rows back.
+  channel.onmessage = (event) => {
+    if (state.channel === channel) onChannelMessage(event);
+  };
   pc.addEventListener("connectionstatechange", () => {
     state.connectionState = pc.connectionState;
     if (pc.connectionState === "failed") {
