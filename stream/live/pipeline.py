@@ -18,7 +18,9 @@ Two ways to run them:
   detection is applied to the tracker on the frame it arrives at (a few frames after the one it
   was made on; the Kalman filter absorbs the small offset), and the load-shedding rule of
   ``stream.live.shedding`` sets each source's detection interval and the sampling rate. A source
-  with a detection still in flight does not ask for another.
+  with a detection still in flight does not ask for another. When scoring cannot keep up even so,
+  the scoring worker shares what it can do between all tracks of all sources
+  (``stream.live.batching``): every track keeps being scored, less often.
 
 What is remembered per track, and the events, are ``stream.live.bookkeeping``'s.
 """
@@ -194,7 +196,7 @@ class Pipeline:
     @property
     def worker_stats(self) -> RunStats | None:
         """Batch timings of the shared stages when they run on worker threads; None when inline."""
-        return self.stages.stats if self.stages.threaded else None
+        return self.stages.stats if self.stages.started else None
 
     # -- per frame -------------------------------------------------------------------------
 
@@ -210,7 +212,7 @@ class Pipeline:
         for frame in frames:
             _check_image(frame)
         started = time.perf_counter()
-        inline = not self.stages.threaded
+        inline = not self.stages.started
         level = self.stages.shedder.current
         timings: list[dict[str, float]] = [{} for _ in frames]
         events: list[list[Event]] = [[] for _ in frames]
@@ -230,7 +232,7 @@ class Pipeline:
             ]
         )
         if inline and any(asked):
-            self.stages.detection.run_pending()
+            self.stages.detection.run_all()
             for frame_timings, did_ask in zip(timings, asked, strict=True):
                 if did_ask:  # the batch is shared: every frame in it waited for all of it
                     frame_timings["detect"] = self.stages.last_timings_ms["detect"]
@@ -268,7 +270,7 @@ class Pipeline:
         for _ in range(self.stages.scoring.submit_many(requests)):
             self.stages.shedder.observe_shed()
         if inline and any(cropped):
-            self.stages.scoring.run_pending()
+            self.stages.scoring.run_all()
             for frame_timings, did_crop in zip(timings, cropped, strict=True):
                 if did_crop:
                     frame_timings["encode"] = self.stages.last_timings_ms["encode"]

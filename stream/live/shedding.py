@@ -17,8 +17,11 @@ ran (shed), over windows of ``WINDOW_S``:
 The levels, in order: first each stream's detection interval grows (base N, then 2N, ... up to
 ``max_detect_factor`` x N frames; the Kalman tracker predicts in between), then the sampling rate
 of every track falls in steps of a quarter of the model's rate down to ``min_sample_rate_hz``.
-Recovery climbs back in the reverse order. Every stream and every track gets the same level, and
-each batch takes every pending request, so none starves.
+Recovery climbs back in the reverse order. Every stream and every track gets the same level.
+Past the last level (or with a sampling floor at the model's rate, where there is no rate level)
+the scoring worker sheds the oldest waiting samples and shares its batches between tracks, least
+recently served first (``stream.live.batching``), so every track is still scored, less often;
+none starves.
 """
 
 from __future__ import annotations

@@ -13,10 +13,24 @@ import pytest
 
 from engine.score import Score
 from stream.contracts import Frame
-from stream.live.batching import MAX_WAITING_SAMPLES, BatchWorker, ScoreRequest, SharedStages, WorkerError
+from stream.live.batching import (
+    MAX_SCORING_BATCH,
+    MAX_WAITING_SAMPLES,
+    Batch,
+    BatchWorker,
+    ScoreRequest,
+    SharedStages,
+    WorkerError,
+)
 from stream.live.pipeline import Pipeline
 from stream.live.shedding import CALM_WINDOWS, WINDOW_S, LoadShedder, ShedLevel, shed_levels
-from tests.stream.fakes import RecordingEncoder, ScriptedDetector, ScriptedTracker
+from tests.stream.fakes import (
+    FixedRateScorer,
+    RecordingEncoder,
+    ScriptedDetector,
+    ScriptedTracker,
+    detection,
+)
 from tracking.track import Track
 
 FPS = 30.0
@@ -340,3 +354,211 @@ def test_waiting_samples_of_a_track_are_scored_in_order_in_rounds():
     # Three rounds of update_many (a track at most once per call), the first with both tracks.
     assert [len(call) for call in scorer.calls] == [2, 1, 1]
     assert stages.scoring.take(("p", "cam", 1)).value.timestamp_s == 0.2  # the latest is kept
+
+
+def test_a_batch_takes_whole_keys_least_served_per_second_first_up_to_its_size():
+    clock = FakeClock()
+    batches: list[list[tuple[str, int]]] = []
+
+    def run_batch(batch):
+        batches.append(list(batch))
+        return [item for _, item in batch]
+
+    worker: BatchWorker[int, int] = BatchWorker(
+        "test", run_batch, max_waiting_per_key=3, max_batch_items=4, clock=clock
+    )
+    for key in ("a", "b", "c"):
+        worker.submit(key, 0)
+        clock.now_s += 0.1
+    worker.submit_many([("d", 0), ("d", 1), ("d", 2), ("d", 3)])  # d keeps its 3 newest, in order
+    assert worker.shed == 1
+    # a, b, c fit; d's three would take the batch past 4, so d goes whole into the next one.
+    assert worker.run_pending() == 3
+    assert worker.run_pending() == 3
+    assert batches == [[("a", 0), ("b", 0), ("c", 0)], [("d", 1), ("d", 2), ("d", 3)]]
+    # Everyone asks again, d first, and a new key appears: the new one goes first (none of its
+    # requests ran yet), then the fewest run per second since first asking: a, b, c (one each, a
+    # asking longest), and d (three) last.
+    for key in ("d", "c", "b", "a", "e"):
+        worker.submit(key, 1)
+        clock.now_s += 0.1
+    assert worker.run_pending() == 4
+    assert worker.run_pending() == 1
+    assert batches[2:] == [[("e", 1), ("a", 1), ("b", 1), ("c", 1)], [("d", 1)]]
+    assert worker.run_pending() == 0 and worker.next_batch() is None
+    assert worker.take("d").value == 1 and worker.take("d") is None
+    # A key alone with more waiting than the size limit still runs, whole.
+    big: BatchWorker[int, int] = BatchWorker("test", run_batch, max_waiting_per_key=8, max_batch_items=2)
+    big.submit_many([("x", i) for i in range(5)])
+    assert big.run_pending() == 5
+
+
+class FacesByFill:
+    """A detector that finds ``faces[fill]`` faces in a frame filled with ``fill`` (one count per
+    stream), side by side; records how many frames of each fill it saw."""
+
+    def __init__(self, faces: dict[int, int]) -> None:
+        self.faces = faces
+        self.frames_seen: dict[int, int] = {fill: 0 for fill in faces}
+
+    def detect_batch(self, images):
+        results = []
+        for image in images:
+            fill = int(image[0, 0, 0])
+            self.frames_seen[fill] += 1
+            results.append(
+                [detection(10.0 + 60 * i, 100.0, 60.0 + 60 * i, 160.0) for i in range(self.faces[fill])]
+            )
+        return results
+
+
+class SimulatedWorkers:
+    """Plays the shared stages' worker threads in the test's thread, on the fake clock: detection
+    comes back at once; scoring needs ``cost_per_sample_s`` of fake time per sample, so a batch's
+    results arrive (and its next batch is taken) when it would have finished."""
+
+    def __init__(self, stages: SharedStages, clock: FakeClock, cost_per_sample_s: float) -> None:
+        self.stages = stages
+        self.clock = clock
+        self.cost_per_sample_s = cost_per_sample_s
+        self.batch_sizes: list[int] = []
+        self._batch: Batch[ScoreRequest] | None = None
+        self._done_at_s = 0.0
+
+    def step(self) -> None:
+        self.stages.detection.run_pending()
+        if self._batch is not None and self.clock.now_s >= self._done_at_s - 1e-9:
+            self.stages.scoring.run(self._batch)
+            self._batch = None
+        while self._batch is None:
+            batch = self.stages.scoring.next_batch()
+            if batch is None:
+                return
+            if not batch.requests:  # only keys to forget
+                self.stages.scoring.run(batch)
+                continue
+            self._batch = batch
+            self._done_at_s = self.clock.now_s + len(batch.requests) * self.cost_per_sample_s
+            self.batch_sizes.append(len(batch.requests))
+
+
+class Simulation:
+    """Streams of ``faces`` faces each (name -> (fill, faces)) through one pipeline with threaded
+    shared stages played by ``SimulatedWorkers`` on a fake clock: deterministic, no threads."""
+
+    def __init__(
+        self,
+        streams: dict[str, tuple[int, int]],
+        *,
+        cost_per_sample_s: float,
+        sample_rate_hz: float = 8.0,
+        levels: list[ShedLevel] | None = None,
+        max_scoring_batch: int | None = MAX_SCORING_BATCH,
+    ) -> None:
+        self.clock = FakeClock()
+        self.detector = FacesByFill({fill: faces for fill, faces in streams.values()})
+        self.scorer = FixedRateScorer(sample_rate_hz=sample_rate_hz, min_samples=1)
+        self.stages = SharedStages(
+            detector=self.detector,
+            encoder=RecordingEncoder(),
+            scorer=self.scorer,
+            levels=levels,
+            max_scoring_batch=max_scoring_batch,
+            clock=self.clock,
+        )
+        self.pipeline = make_pipeline(self.stages)
+        self.stages.start(worker_threads=False)
+        self.workers = SimulatedWorkers(self.stages, self.clock, cost_per_sample_s)
+        self.streams = dict(streams)
+        self.tick = 0
+        # Per (source_id, track_id): samples scored so far, first confirmed and first scored time.
+        self.scored: dict[tuple[str, int], int] = {}
+        self.first_seen_s: dict[tuple[str, int], float] = {}
+        self.first_scored_s: dict[tuple[str, int], float] = {}
+        self.levels: list[ShedLevel] = []
+
+    def run(self, seconds: float) -> None:
+        for _ in range(round(seconds * FPS)):
+            self.clock.now_s = self.tick / FPS
+            frames = [stream_frame(name, fill, self.tick) for name, (fill, _) in self.streams.items()]
+            for result in self.pipeline.process_batch(frames):
+                for face in result.faces:
+                    key = (result.frame.source_id, face.track_id)
+                    self.first_seen_s.setdefault(key, self.clock.now_s)
+                    self.scored[key] = face.frames_scored
+                    if face.frames_scored:
+                        self.first_scored_s.setdefault(key, self.clock.now_s)
+            self.workers.step()
+            self.levels.append(self.stages.shedder.current)
+            self.tick += 1
+
+
+def test_an_overloaded_scorer_keeps_scoring_every_face_of_every_stream_in_fair_shares():
+    # 12 faces in 4 streams (one face to six) want 8 samples/s each, 96/s; the scorer does 10/s.
+    streams = {"one": (10, 1), "two": (40, 2), "three": (70, 3), "six": (100, 6)}
+    sim = Simulation(streams, cost_per_sample_s=0.1)
+    sim.run(60.0)
+    tracks = {(name, t) for name, (_, faces) in streams.items() for t in range(1, faces + 1)}
+    assert set(sim.scored) == tracks
+    counts = [sim.scored[key] for key in sorted(tracks)]
+    # About 60 s x 10/s over 12 faces = 50 each: the six-face stream gets half, face for face the
+    # same as the one-face stream; the rest was shed (the oldest waiting samples).
+    assert min(counts) >= 40
+    assert max(counts) / min(counts) <= 1.25
+    assert sum(counts) >= 0.9 * 60.0 / 0.1 - MAX_SCORING_BATCH  # the scorer never idled
+    assert sim.stages.scoring.shed > 0
+    assert max(sim.workers.batch_sizes) <= MAX_SCORING_BATCH
+
+
+def test_a_new_face_under_overload_is_scored_within_two_batches_then_at_its_fair_share():
+    streams = {"one": (10, 1), "two": (40, 2), "three": (70, 3), "six": (100, 6)}
+    sim = Simulation(streams, cost_per_sample_s=0.1)
+    sim.run(20.0)
+    # Saturated: every face but the one in the running batch has samples waiting, some shed.
+    assert sim.stages.scoring.waiting_keys == 11 and sim.stages.scoring.shed > 0
+    before = dict(sim.scored)
+    sim.streams["late"] = (130, 1)
+    sim.detector.faces[130] = 1
+    sim.detector.frames_seen[130] = 0
+    sim.run(20.0)
+    late = ("late", 1)
+    # A batch is at most MAX_SCORING_BATCH samples (0.8 s here); the new face goes first in the
+    # next one, so it waits for at most the batch running and its own (one taking every waiting
+    # sample took 12 x 8 x 0.1 s = 9.6 s, and the face had no score 10 s after it appeared).
+    two_batches_s = 2 * MAX_SCORING_BATCH * 0.1
+    assert sim.first_scored_s[late] - sim.first_seen_s[late] <= two_batches_s + 2 / FPS
+    # Then it gets its share: 10 samples/s over 13 faces is about 15 in 20 s, in bursts of 8.
+    gains = [sim.scored[key] - before[key] for key in before]
+    assert sim.scored[late] >= 12
+    assert min(gains) >= 8 and max(gains) <= 16
+
+
+def test_overload_stretches_detection_first_then_lowers_the_sampling_rate_and_recovers_in_reverse():
+    # Levels 0-2 detect on every 1st, 2nd, 3rd frame at 8 Hz; levels 3-5 sample at 6, 4, 2 Hz.
+    levels = shed_levels(1, 3, 8.0, 2.0)
+    # 6 faces want 48 samples/s at full service and still 12/s at 2 Hz; the scorer does 10/s.
+    streams = {"a": (10, 2), "b": (40, 2), "c": (70, 2)}
+    sim = Simulation(streams, cost_per_sample_s=0.1, levels=levels)
+    sim.run(20.0)
+    went_down = [level.level for i, level in enumerate(sim.levels) if i == 0 or level != sim.levels[i - 1]]
+    assert went_down == [0, 1, 2, 3, 4, 5]
+    assert sim.stages.shedder.current == levels[-1]
+    # The pipeline does what the last level says: every stream detects on every 3rd frame and
+    # every face is sampled at 2 Hz (over the last 10 s, within a sample of the rate).
+    detections_before = dict(sim.detector.frames_seen)
+    submitted_before = sim.stages.scoring.submitted
+    sim.run(10.0)
+    assert all(
+        sim.detector.frames_seen[fill] - detections_before[fill] == round(10.0 * FPS / 3)
+        for fill, _ in streams.values()
+    )
+    assert abs((sim.stages.scoring.submitted - submitted_before) / 6 - 2.0 * 10.0) <= 1
+    assert all(count > 0 for count in sim.scored.values())
+    # The scorer gets fast again: the sampling rate comes back first, then the detection interval.
+    sim.workers.cost_per_sample_s = 0.001
+    start = len(sim.levels)
+    sim.run(30.0)
+    recovered = [sim.levels[start - 1].level] + [
+        level.level for i, level in enumerate(sim.levels[start:], start) if level != sim.levels[i - 1]
+    ]
+    assert recovered == [5, 4, 3, 2, 1, 0]
