@@ -135,3 +135,13 @@ class Scorer(Protocol):
         ...
 
     def forget(self, track_id: int) -> None: ...
+
+
+def check_unique_stream_ids(ids: Sequence[str], what: str) -> None:
+    """Raise ``ValueError`` naming the ids unless every stream id is different.
+
+    Results, events and sequence numbers are routed by stream id, so two streams with one id
+    would mix their tracks.
+    """
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{what} ids must be unique, got {list(ids)}")

@@ -29,7 +29,7 @@ import numpy as np
 from stream.cluster.encoder_pool import PoolOptions, start_pool
 from stream.cluster.stages import StageFactory
 from stream.cluster.stream_worker import Cursor, StepResult, StreamSpec, StreamWorker
-from stream.contracts import Event, Frame, FrameResult
+from stream.contracts import Event, Frame, FrameResult, check_unique_stream_ids
 from stream.live.overlay import OverlayStatus, draw_overlay
 from stream.live.runner import RunOutcome
 from stream.live.stats import RunStats
@@ -153,9 +153,7 @@ class ClusterRun:
     ) -> None:
         if not streams:
             raise ValueError("ClusterRun needs at least one stream, got none")
-        ids = [stream.source_id for stream in streams]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"stream ids must be unique, got {ids}")
+        check_unique_stream_ids([stream.source_id for stream in streams], "stream")
         self._specs = list(streams)
         self._stages = stages
         self._sinks = list(sinks)

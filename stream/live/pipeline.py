@@ -74,7 +74,7 @@ class PipelineConfig:
     history_length: int = 48
     update_event_interval_s: float = 1.0
     torch_threads: int | None = 1
-    min_sample_rate_hz: float = 5.0
+    min_sample_rate_hz: float = 2.0
     max_detect_factor: int = 3
 
     def __post_init__(self) -> None:

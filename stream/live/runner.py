@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stream.contracts import Event, Frame, FrameResult
+from stream.contracts import Event, Frame, FrameResult, check_unique_stream_ids
 from stream.live.overlay import OverlayStatus, draw_overlay
 from stream.live.stats import RunStats
 from stream.sinks.sink import Sink
@@ -112,8 +112,7 @@ class Runner:
         if not sources:
             raise ValueError("Runner needs at least one source, got none")
         ids = [source.source_id for source in sources]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"source ids must be unique, got {ids}")
+        check_unique_stream_ids(ids, "source")
         self._sources = list(sources)
         self._pipeline = pipeline
         self._sinks = list(sinks)

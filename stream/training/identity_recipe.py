@@ -10,7 +10,8 @@ No fake video is ever used. The steps:
    ``stages`` may skip either (with no stage the head is the training-free identity score:
    the raw disagreement of inner and outer face, mean over the window).
 4. Calibration on real faces only (``engine.calibration``): windows of the held-out real clips and
-   held-out real photos (a photo is a still face: a window of W copies).
+   held-out real photos (a photo is a still face: a window of W copies), grouped by kind of
+   face (``fairness_group``) so that each measured group is held to the stated rate.
 
 The figure that goes with a model comes from ``deepwatch eval`` on labelled videos it never
 saw; ``validated_auc``/``auc_protocol`` record it in the checkpoint.
@@ -161,7 +162,14 @@ def train_identity(
         report["sequence_loss_last50"] = float(np.mean(losses[-50:]))
     head.eval()
     calibration = _calibrate(
-        head, photos.real[held_photos], clips, held_clips, recipe, validated_auc, auc_protocol
+        head,
+        photos.real[held_photos],
+        [fairness_group(group) for group in photos.groups[held_photos]],
+        clips,
+        held_clips,
+        recipe,
+        validated_auc,
+        auc_protocol,
     )
     report["calibration"] = calibration.to_dict()
     report["held_out_pseudo_fake_auc"] = _held_out_auc(head, clips, held_clips, recipe.window_size)
@@ -190,28 +198,49 @@ def train_identity(
     return checkpoint, report
 
 
+def fairness_group(person: str) -> str:
+    """The kind of face a photo's person group stands for, for per-group thresholds.
+
+    UTKFace names carry ``age_gender_race_date`` (race 0 white, 1 black, 2 Asian, 3 Indian,
+    4 other); other photo sets are one group each (All-Age-Faces is mostly East Asian, the
+    American Multiracial Face Database mixed).
+    """
+    source, _, name = str(person).partition(":")
+    if source == "utkface":
+        fields = name.split("_")
+        race = fields[2] if len(fields) >= 4 else ""
+        return f"utkface:{UTKFACE_RACES.get(race, 'unlabelled')}"
+    return source
+
+
+UTKFACE_RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "other"}
+
+
 def _calibrate(
     head: torch.nn.Module,
     held_real_photos: np.ndarray,
+    photo_groups: list[str],
     clips: ClipEvidence,
     held_clips: np.ndarray,
     recipe: IdentityRecipe,
     validated_auc: float,
     auc_protocol: str,
 ) -> Calibration:
-    tracks = [
-        window_scores(head, features, recipe.window_size)
-        for features, label, held in zip(clips.features, clips.labels, held_clips, strict=True)
-        if held and label == 0
-    ]
+    """Thresholds from held-out real clips and photos, each measured group held to the rate."""
+    tracks, groups = [], []
+    for features, label, held in zip(clips.features, clips.labels, held_clips, strict=True):
+        if held and label == 0:
+            tracks.append(window_scores(head, features, recipe.window_size))
+            groups.append("clips")
     # A held-out photo is a still face: one window of W copies of its features.
-    for features in held_real_photos:
+    for features, group in zip(held_real_photos, photo_groups, strict=True):
         tracks.append(
             window_scores(head, np.repeat(features[None], recipe.window_size, axis=0), recipe.window_size)
         )
+        groups.append(group)
     if not tracks:
         raise ValueError("calibration needs held-out real clips or photos, got none")
-    return calibrate(tracks, validated_auc, auc_protocol)
+    return calibrate(tracks, validated_auc, auc_protocol, groups=groups)
 
 
 def _held_out_auc(head: torch.nn.Module, clips: ClipEvidence, held: np.ndarray, window_size: int) -> float:

@@ -82,3 +82,28 @@ def test_calibrated_checkpoint_round_trip(tmp_path) -> None:
     assert load_checkpoint(make_checkpoint().save(tmp_path / "plain.pt")).calibration is None
     with pytest.raises(ValueError, match=r"thresholds must be for \(0.01, 0.05\)"):
         Calibration({0.05: 0.5}, {0.01: 0.9, 0.05: 0.7}, 1, 1, 0.5, "x")
+
+
+def test_groups_raise_each_threshold_to_the_worst_counted_group() -> None:
+    # 100 tracks of "calm" faces (scores 0.00..0.099) and 40 of "busy" ones (0.50..0.539), one
+    # window each; a 3-track "tiny" group with very high scores is too small to count.
+    calm = [np.array([i / 1000]) for i in range(100)]
+    busy = [np.array([0.5 + i / 1000]) for i in range(40)]
+    tiny = [np.array([0.9]), np.array([0.95]), np.array([0.99])]
+    groups = ["calm"] * 100 + ["busy"] * 40 + ["tiny"] * 3
+    pooled = calibrate(calm + busy + tiny, 0.7, "pooled")
+    fair = calibrate(calm + busy + tiny, 0.7, "groups", groups=groups)
+    # Pooled: 143 windows, k = 7 at 5 %: s(136) = busy's 36th = 0.535. Busy alone: 40 windows,
+    # k = 2: s(38) = 0.537, which is higher, so it wins; tiny (3 tracks) does not count.
+    assert pooled.window[0.05] == pytest.approx(0.535)
+    assert fair.window[0.05] == pytest.approx(0.537)
+    # Busy alone at 1 %: k = 0 -> its top, 0.539; pooled at 1 %: k = 1 -> s(142) = 0.95.
+    assert fair.window[0.01] == pytest.approx(0.95)
+    assert fair.groups["busy"]["tracks"] == 40
+    assert fair.groups["busy"]["window_fa"][0.05] == pytest.approx(2 / 40)
+    assert fair.groups["calm"]["window_fa"][0.05] == 0.0
+    assert fair.groups["tiny"]["window_fa"][0.05] == 1.0
+    assert pooled.groups == {}
+    assert Calibration.from_dict(fair.to_dict()) == fair
+    with pytest.raises(ValueError, match="must name each of the 143 tracks"):
+        calibrate(calm + busy + tiny, 0.7, "x", groups=["calm"])

@@ -225,3 +225,8 @@ def test_a_slow_source_does_not_hold_up_the_others():
     # frames go through (a loop that waited on each source in turn would alternate 1:1).
     runs = "".join("f" if source_id == "fast" else "s" for source_id in order).split("s")
     assert max(len(run) for run in runs) >= 2, order
+
+
+def test_two_sources_with_one_id_are_refused_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match=r"source ids must be unique, got \['a', 'b', 'a'\]"):
+        Runner([demo_source("a"), demo_source("b"), demo_source("a")], make_pipeline(), [])
