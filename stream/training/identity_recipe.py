@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.calibration import Calibration, calibrate
+from engine.calibration import MIN_GROUP_TRACKS, Calibration, calibrate
 from engine.checkpoint import ScorerCheckpoint
 from engine.heads import IdentityConsistencyHead
 from stream.training.evidence_data import ClipEvidence, PhotoEvidence
@@ -98,6 +98,26 @@ def split_groups(groups: Sequence[str], fraction: float, seed: int) -> np.ndarra
     return np.array([group in held for group in groups])
 
 
+def split_photo_groups(groups: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """``split_groups`` within each kind of face (``fairness_group``), small kinds held out more.
+
+    Each kind holds out ``fraction`` of its people, but at least half of them up to
+    ``MIN_GROUP_TRACKS``, so that a kind that is rare in the photos still has enough held-out
+    faces for its own thresholds (``engine.calibration``). A person is never on both sides.
+    """
+    kinds = np.array([fairness_group(group) for group in groups])
+    groups = np.asarray(groups)
+    held = np.zeros(len(groups), bool)
+    for number, kind in enumerate(sorted(set(kinds))):
+        rows = kinds == kind
+        people = sorted(set(groups[rows].tolist()))
+        if len(people) < 2:
+            continue
+        wanted = max(fraction * len(people), min(MIN_GROUP_TRACKS, len(people) // 2))
+        held[rows] = split_groups(groups[rows].tolist(), wanted / len(people), seed + number)
+    return held
+
+
 def _training_free_head(real_photos: np.ndarray) -> IdentityConsistencyHead:
     head = IdentityConsistencyHead()
     cosine = np.sum(real_photos[:, :512] * real_photos[:, 512:], axis=1)
@@ -128,7 +148,7 @@ def train_identity(
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
     """Train (the chosen stages), calibrate on held-out reals, and return the checkpoint and a report."""
     crop = crop or CropConfig()
-    held_photos = split_groups(photos.groups.tolist(), recipe.holdout_fraction, recipe.seed)
+    held_photos = split_photo_groups(photos.groups.tolist(), recipe.holdout_fraction, recipe.seed)
     held_clips = split_groups(clips.groups, recipe.holdout_fraction, recipe.seed)
     train_real, train_fake = photos.real[~held_photos], photos.fake[~held_photos]
     report: dict[str, Any] = {

@@ -15,7 +15,13 @@ from engine.evidence import EvidenceEncoder
 from stream.cli import main
 from stream.training.evidence_data import ClipEvidence, PhotoEvidence
 from stream.training.identity import ProjectionTraining, SequenceTraining
-from stream.training.identity_recipe import IdentityRecipe, split_groups, train_identity
+from stream.training.identity_recipe import (
+    IdentityRecipe,
+    fairness_group,
+    split_groups,
+    split_photo_groups,
+    train_identity,
+)
 
 
 def test_split_keeps_each_group_on_one_side() -> None:
@@ -28,6 +34,23 @@ def test_split_keeps_each_group_on_one_side() -> None:
     assert np.array_equal(held, split_groups(groups, 0.3, seed=1))
     with pytest.raises(ValueError, match="at least 2 groups"):
         split_groups(["only"] * 4, 0.5, seed=0)
+
+
+def test_photo_split_holds_out_enough_of_a_rare_kind_of_face() -> None:
+    common = [f"aaf:{index:05d}" for index in range(400)]
+    rare = [f"utkface:{20 + index}_0_1_2017011{index:04d}" for index in range(30)]
+    pairs = [f"amfd:{index}" for index in range(6) for _ in range(2)]
+    groups = common + rare + pairs
+    assert fairness_group(rare[0]) == "utkface:black" and fairness_group(pairs[0]) == "amfd"
+    assert fairness_group("utkface:noracefield") == "utkface:unlabelled"
+    held = split_photo_groups(groups, 0.25, seed=0)
+    # The common kind: a quarter of its people. The rare one: half of its 30 people (its own
+    # thresholds need faces), not a quarter. AMFD: half of its 6 people, both photos of each.
+    assert held[:400].sum() == 100
+    assert held[400:430].sum() == 15
+    assert held[430:].sum() == 6
+    assert all(held[430 + 2 * person] == held[431 + 2 * person] for person in range(6))
+    assert np.array_equal(held, split_photo_groups(groups, 0.25, seed=0))
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
