@@ -30,8 +30,10 @@ Groups (``calibrate(..., groups=...)``): a threshold read off a pooled sample ho
 mix of people, not for each kind of face in it. Measured on the shipped model: at the pooled 5 %
 window threshold, held-out UTKFace photos of white people raised 19 % false alarms and of Asian
 people 4 %, because the pool was mostly East Asian All-Age-Faces. Given a group per real track,
-each threshold is the highest of the pooled one and every group's own (groups with at least
-``MIN_GROUP_TRACKS`` tracks), so the stated rate holds for each measured group, and
+each threshold is the highest of the pooled one and every group's own, where a group counts at a
+rate once it has enough tracks that at least ``GROUP_MIN_FALSE_ALARMS`` of them may be past its
+threshold (40 tracks at 5 %, 200 at 1 %: with fewer, one odd face would set the threshold), so the
+stated rate holds for each measured group, and
 ``Calibration.groups`` records how many tracks each group had and its false-alarm rates at the
 final thresholds.
 """
@@ -46,9 +48,15 @@ from typing import Any
 import numpy as np
 
 FALSE_ALARM_RATES = (0.01, 0.05)
-# Fewest real tracks a group needs before its own thresholds count: with fewer, one odd face
-# decides a 5 % threshold.
+# A group's own threshold at a rate counts once this many of its real tracks may be past it.
+GROUP_MIN_FALSE_ALARMS = 2
+# Fewest real tracks a group needs for its own 5 % thresholds (what a held-out split should keep).
 MIN_GROUP_TRACKS = 40
+
+
+def group_counts_at(tracks: int, rate: float) -> bool:
+    """Whether a group of ``tracks`` real tracks is big enough for its own threshold at ``rate``."""
+    return math.floor(rate * tracks + 1e-9) >= GROUP_MIN_FALSE_ALARMS
 
 
 def threshold_at_false_alarm_rate(real_scores: np.ndarray | Sequence[float], rate: float) -> float:
@@ -159,7 +167,7 @@ def calibrate(
     """Thresholds from the window scores of real tracks (one array per track, none empty).
 
     With ``groups`` (one name per track), every threshold is the highest of the pooled one and
-    each group's own, over groups with at least ``MIN_GROUP_TRACKS`` tracks (module docstring).
+    each group's own, over groups big enough at that rate (``group_counts_at``, module docstring).
     """
     tracks = [np.asarray(scores, dtype=np.float64).ravel() for scores in real_window_scores]
     if not tracks or any(len(scores) == 0 for scores in tracks):
@@ -169,9 +177,11 @@ def calibrate(
     if groups is not None and len(groups) != len(tracks):
         raise ValueError(f"groups must name each of the {len(tracks)} tracks, got {len(groups)} names")
     members = _group_members(groups) if groups is not None else {}
-    counted = [rows for rows in members.values() if len(rows) >= MIN_GROUP_TRACKS]
-    window = {rate: _worst_threshold(tracks, counted, rate, per_track=False) for rate in FALSE_ALARM_RATES}
-    track = {rate: _worst_threshold(tracks, counted, rate, per_track=True) for rate in FALSE_ALARM_RATES}
+    window, track = {}, {}
+    for rate in FALSE_ALARM_RATES:
+        counted = [rows for rows in members.values() if group_counts_at(len(rows), rate)]
+        window[rate] = _worst_threshold(tracks, counted, rate, per_track=False)
+        track[rate] = _worst_threshold(tracks, counted, rate, per_track=True)
     return Calibration(
         window=window,
         track=track,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.calibration import Calibration, calibrate, reliability_curve, threshold_at_false_alarm_rate
+from engine.calibration import (
+    Calibration,
+    calibrate,
+    group_counts_at,
+    reliability_curve,
+    threshold_at_false_alarm_rate,
+)
 from engine.checkpoint import load_checkpoint
 from tests.engine.test_checkpoint import make_checkpoint
 
@@ -97,8 +103,11 @@ def test_groups_raise_each_threshold_to_the_worst_counted_group() -> None:
     # k = 2: s(38) = 0.537, which is higher, so it wins; tiny (3 tracks) does not count.
     assert pooled.window[0.05] == pytest.approx(0.535)
     assert fair.window[0.05] == pytest.approx(0.537)
-    # Busy alone at 1 %: k = 0 -> its top, 0.539; pooled at 1 %: k = 1 -> s(142) = 0.95.
+    # At 1 % a group needs 200 tracks to count, so busy's own top (0.539) does not; pooled at 1 %:
+    # k = 1 -> s(142) = 0.95.
     assert fair.window[0.01] == pytest.approx(0.95)
+    assert not group_counts_at(40, 0.01) and group_counts_at(40, 0.05) and not group_counts_at(39, 0.05)
+    assert group_counts_at(200, 0.01)
     assert fair.groups["busy"]["tracks"] == 40
     assert fair.groups["busy"]["window_fa"][0.05] == pytest.approx(2 / 40)
     assert fair.groups["calm"]["window_fa"][0.05] == 0.0
