@@ -6,8 +6,12 @@ behind shows it as results that come back late, not as late frames. The rule wat
 shared workers take to return a request (turnaround) and whether requests were replaced before they
 ran (shed), over windows of ``WINDOW_S``:
 
-- scoring behind: a scoring request was shed, or scoring turnaround (p90) exceeded one sample
-  period: go one level down (which stretches detection while it can, else lowers the rate);
+- scoring late: scoring turnaround (p90) exceeded one sample period: stretch the detection
+  interval one step, if it can still grow (late results alone never lower the sampling rate:
+  the scorer may still keep up, only later, and measured on this 2-core CPU with 2 streams,
+  lowering the rate on lateness cost 0.5 Hz of scores per face for nothing);
+- scoring behind: a scoring request was shed (the scorer did not keep up): go one level down
+  (which stretches detection while it can, else lowers the sampling rate);
 - detection behind: detection turnaround (p90) exceeded ``DETECTION_BUDGET_S``: stretch the
   detection interval one step, if it can still grow (a slow detector never lowers the sampling);
 - calm: for ``CALM_WINDOWS`` windows in a row nothing was shed and scoring turnaround stayed under
@@ -133,12 +137,14 @@ class LoadShedder:
         score_budget_s = 1.0 / level.sample_rate_hz
         detect_p90 = _p90(self._detect_turnarounds)
         score_p90 = _p90(self._score_turnarounds)
-        scoring_behind = self._shed > 0 or score_p90 > score_budget_s
+        scoring_behind = self._shed > 0
+        scoring_late = score_p90 > score_budget_s
         detection_behind = detect_p90 > DETECTION_BUDGET_S
         scoring_calm = not scoring_behind and score_p90 < score_budget_s / 2
         detection_calm = detect_p90 < DETECTION_BUDGET_S / 2
         last_detection_level = self._detection_levels - 1
-        if scoring_behind or (detection_behind and self._index < last_detection_level):
+        can_stretch = self._index < last_detection_level
+        if scoring_behind or ((scoring_late or detection_behind) and can_stretch):
             self._calm_windows = 0
             if self._index < len(self.levels) - 1:
                 self._index += 1

@@ -250,8 +250,12 @@ def test_shedder_goes_down_when_behind_and_back_up_only_after_calm_windows():
         shedder.observe_scoring(score_turnaround_s)
         return shedder.current
 
-    # Scoring takes longer than a sample period (0.125 s at 8 Hz): one level down per window.
-    assert [window(0.3).level for _ in range(6)] == [1, 2, 3, 4, 4, 4]
+    # Scoring takes longer than a sample period (0.125 s at 8 Hz): the detection interval
+    # stretches one step per window (levels 1, 2), but late results alone never lower the rate.
+    assert [window(0.3).level for _ in range(4)] == [1, 2, 2, 2]
+    assert shedder.current == ShedLevel(2, 9, 8.0)
+    # Shed samples (the scorer does not keep up): the sampling rate falls, one step per window.
+    assert [window(0.3, shed=2).level for _ in range(3)] == [3, 4, 4]
     assert shedder.current == ShedLevel(4, 9, 4.0)
     # Calm (well under half of the 0.25 s period at 4 Hz): back one level per CALM_WINDOWS windows.
     levels = [window(0.01).level for _ in range(2 * CALM_WINDOWS)]
