@@ -27,15 +27,14 @@ How the live app uses the thresholds (``Calibration.verdict_thresholds``; docume
 - alerts default to the 1 % per-track threshold: at most 1 % of real tracks ever alert.
 
 Groups (``calibrate(..., groups=...)``): a threshold read off a pooled sample holds for the pool's
-mix of people, not for each kind of face in it. Measured on the shipped model: at the pooled 5 %
-window threshold, held-out UTKFace photos of white people raised 19 % false alarms and of Asian
-people 4 %, because the pool was mostly East Asian All-Age-Faces. Given a group per real track,
+mix of people, not for each kind of face in it. Measured on the previous default model: at its
+pooled 5 % window threshold, UTKFace photos it never saw raised 19 % false alarms for white people
+and 4 % for Asian people, because its pool was mostly East Asian All-Age-Faces. Given a group per real track,
 each threshold is the highest of the pooled one and every group's own, where a group counts at a
 rate once it has enough tracks that at least ``GROUP_MIN_FALSE_ALARMS`` of them may be past its
 threshold (40 tracks at 5 %, 200 at 1 %: with fewer, one odd face would set the threshold), so the
-stated rate holds for each measured group, and
-``Calibration.groups`` records how many tracks each group had and its false-alarm rates at the
-final thresholds.
+stated rate holds for each measured group, and ``Calibration.groups`` records how many tracks each
+group had and its false-alarm rates at the final thresholds.
 """
 
 from __future__ import annotations

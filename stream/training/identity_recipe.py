@@ -222,10 +222,13 @@ def fairness_group(person: str) -> str:
     """The kind of face a photo's person group stands for, for per-group thresholds.
 
     UTKFace names carry ``age_gender_race_date`` (race 0 white, 1 black, 2 Asian, 3 Indian,
-    4 other); other photo sets are one group each (All-Age-Faces is mostly East Asian, the
-    American Multiracial Face Database mixed).
+    4 other); other photo sets are one group each, named by the part before ":" (All-Age-Faces
+    is mostly East Asian, the American Multiracial Face Database mixed); person names without a
+    set prefix are all one group, "photos".
     """
-    source, _, name = str(person).partition(":")
+    source, colon, name = str(person).partition(":")
+    if not colon:
+        return "photos"
     if source == "utkface":
         fields = name.split("_")
         race = fields[2] if len(fields) >= 4 else ""

@@ -43,6 +43,7 @@ def test_photo_split_holds_out_enough_of_a_rare_kind_of_face() -> None:
     groups = common + rare + pairs
     assert fairness_group(rare[0]) == "utkface:black" and fairness_group(pairs[0]) == "amfd"
     assert fairness_group("utkface:noracefield") == "utkface:unlabelled"
+    assert fairness_group("p7") == fairness_group("p8") == "photos"
     held = split_photo_groups(groups, 0.25, seed=0)
     # The common kind: a quarter of its people. The rare one: half of its 30 people (its own
     # thresholds need faces), not a quarter. AMFD: half of its 6 people, both photos of each.
