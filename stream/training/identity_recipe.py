@@ -106,15 +106,15 @@ def split_photo_groups(groups: Sequence[str], fraction: float, seed: int) -> np.
     faces for its own thresholds (``engine.calibration``). A person is never on both sides.
     """
     kinds = np.array([fairness_group(group) for group in groups])
-    groups = np.asarray(groups)
-    held = np.zeros(len(groups), bool)
+    persons = np.asarray(groups)
+    held = np.zeros(len(persons), bool)
     for number, kind in enumerate(sorted(set(kinds))):
         rows = kinds == kind
-        people = sorted(set(groups[rows].tolist()))
+        people = sorted(set(persons[rows].tolist()))
         if len(people) < 2:
             continue
         wanted = max(fraction * len(people), min(MIN_GROUP_TRACKS, len(people) // 2))
-        held[rows] = split_groups(groups[rows].tolist(), wanted / len(people), seed + number)
+        held[rows] = split_groups(persons[rows].tolist(), wanted / len(people), seed + number)
     return held
 
 
