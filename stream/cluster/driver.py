@@ -33,7 +33,7 @@ from stream.contracts import Event, Frame, FrameResult, check_unique_stream_ids
 from stream.live.overlay import OverlayStatus, draw_overlay
 from stream.live.runner import RunOutcome
 from stream.live.stats import RunStats
-from stream.sinks.sink import Sink
+from stream.sinks.sink import Sink, close_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class ClusterRun:
             if stopped_by != "end":
                 self._finish_streams()
         finally:
-            self._close_sinks()
+            close_sinks(self._sinks)
             encoder_stats = self._encoder_stats()
             for stream in self._streams.values():
                 ray.kill(stream.actor, no_restart=True)
@@ -418,13 +418,6 @@ class ClusterRun:
                 stream.cursor.next_track_id,
             )
             self._emit_events(events)
-
-    def _close_sinks(self) -> None:
-        for sink in self._sinks:
-            try:
-                sink.close()
-            except OSError as error:
-                logger.error("closing an output failed: %s", error)
 
     def _encoder_stats(self) -> list[dict[str, Any]]:
         import ray

@@ -24,7 +24,7 @@ import numpy as np
 from stream.contracts import Event, Frame, FrameResult, check_unique_stream_ids
 from stream.live.overlay import OverlayStatus, draw_overlay
 from stream.live.stats import RunStats
-from stream.sinks.sink import Sink
+from stream.sinks.sink import Sink, close_sinks
 from stream.sources.source import Source, SourceError
 
 logger = logging.getLogger(__name__)
@@ -151,14 +151,14 @@ class Runner:
         except SourceError:
             for source in started:
                 source.stop()
-            self._close_sinks()
+            close_sinks(self._sinks)
             raise
         for source in started:
             source.stop()
         try:
             self._emit_events(self._pipeline.finish())
         finally:
-            self._close_sinks()
+            close_sinks(self._sinks)
         if self._errors and stopped_by == "end":
             stopped_by = "error"
         return RunOutcome(
@@ -251,13 +251,6 @@ class Runner:
                     event.data.get("p_fake"),
                     event.data.get("frames", 0),
                 )
-
-    def _close_sinks(self) -> None:
-        for sink in self._sinks:
-            try:
-                sink.close()
-            except OSError as error:
-                logger.error("closing an output failed: %s", error)
 
     def _log_progress(self) -> None:
         fps, stages = self._pipeline.stats.take_window()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 from stream.contracts import Event, FrameResult
+
+logger = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -27,3 +30,12 @@ class Sink(Protocol):
     def write_events(self, events: Sequence[Event]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def close_sinks(sinks: Sequence[Sink]) -> None:
+    """Close every sink; one that fails to close is logged and the others are still closed."""
+    for sink in sinks:
+        try:
+            sink.close()
+        except OSError as error:
+            logger.error("closing an output failed: %s", error)

@@ -98,6 +98,16 @@ def expected_p_fake(source_id: str, track_id: int) -> float:
     return (STREAMS[source_id] + track_id) / 100.0
 
 
+def feed_until(done: threading.Event, pipeline, source_id: str, fill: int, deadline: float) -> int:
+    """Feed frames 0, 1, ... of one stream until ``done`` is set (or the deadline); the next index."""
+    index = 0
+    while not done.is_set() and time.monotonic() < deadline:
+        pipeline.process(stream_frame(source_id, fill, index))
+        index += 1
+        time.sleep(0.005)
+    return index
+
+
 def test_crops_from_three_streams_share_one_encoder_call_and_reach_their_own_track():
     encoder = RecordingEncoder()
     detector = ScriptedDetector(lambda call: TWO_FACES)
@@ -151,12 +161,7 @@ def test_frames_never_wait_for_a_blocked_encoder_and_stale_samples_are_shed():
     pipeline = make_pipeline(stages)
     stages.start()
     try:
-        index = 0
-        deadline = time.monotonic() + _WAIT_S
-        while not started.is_set() and time.monotonic() < deadline:
-            pipeline.process(stream_frame("a", 10, index))
-            index += 1
-            time.sleep(0.005)
+        index = feed_until(started, pipeline, "a", 10, time.monotonic() + _WAIT_S)
         assert started.is_set()
         # The encoder is stuck on the first batch: every later frame still comes back at once,
         # without scores, and each track keeps at most MAX_WAITING_SAMPLES samples waiting.
@@ -319,12 +324,8 @@ def test_pipelines_of_two_sessions_share_the_encoder_batch_and_never_mix_results
     session_a, session_b = make_pipeline(stages), make_pipeline(stages)
     stages.start()
     try:
-        index = 0
         deadline = time.monotonic() + _WAIT_S
-        while not first_batch.is_set() and time.monotonic() < deadline:
-            session_a.process(stream_frame("cam", 10, index))
-            index += 1
-            time.sleep(0.005)
+        index = feed_until(first_batch, session_a, "cam", 10, deadline)
         # The encoder holds session A's first batch; both sessions' next crops wait together.
         while stages.scoring.waiting_keys < 4 and time.monotonic() < deadline:
             session_a.process(stream_frame("cam", 10, index))

@@ -10,6 +10,7 @@ import pytest
 
 from stream.contracts import Event, Frame, FrameResult
 from stream.sinks import EventsSink, VideoFileSink, write_summary
+from stream.sinks.sink import close_sinks
 from tests.stream.videos import count_frames
 
 
@@ -65,3 +66,22 @@ def test_summary_is_json_with_nan_as_null(tmp_path):
     path = tmp_path / "summary.json"
     write_summary(path, {"fps": math.nan, "tracks": [{"p_fake": np.float32(0.5)}], "n": np.int32(3)})
     assert json.loads(path.read_text()) == {"fps": None, "tracks": [{"p_fake": 0.5}], "n": 3}
+
+
+def test_a_sink_that_fails_to_close_does_not_keep_the_others_open(caplog) -> None:
+    closed = []
+
+    class Recording:
+        needs_annotated = False
+
+        def __init__(self, name: str, fails: bool = False) -> None:
+            self.name, self.fails = name, fails
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.fails:
+                raise OSError("disk full")
+
+    close_sinks([Recording("a"), Recording("b", fails=True), Recording("c")])
+    assert closed == ["a", "b", "c"]
+    assert "closing an output failed: disk full" in caplog.text
