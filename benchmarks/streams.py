@@ -15,7 +15,13 @@ late frames dropped and counted).
   ``deepwatch run`` had before streams were batched (``new_pipeline()``: detection, encoding and
   scoring inline in the one loop thread), started together once all have loaded their models.
 
-Models load before the sources start, so the figures cover the streams only. Per N, a list of
+- ``ray`` (with ``--ray``): the same N streams through ``deepwatch run --ray local``'s path,
+  each stream a Ray actor with its own detector and tracker, one shared encoder actor; measured
+  from the first result on (Ray and the actors' models start first).
+
+``--precision int8`` runs every encoder as ONNX Runtime int8 (``encoder.precision``), built and
+parity-checked once per weights. Models load before the sources start, so the figures cover the
+streams only. Per N, a list of
 ``{streams, per_stream_fps_min, dropped_pct_max, score_hz_min, latency_p50_ms, latency_p95_ms,
 frames_total}``: the slowest stream's processed frames per second, the worst stream's share of
 frames dropped, the least-scored face's scorer updates per second (tracks seen for >= 2 s),
@@ -49,6 +55,7 @@ STREAM_COUNTS = (1, 2, 4, 8)
 # A face counted for score_hz must have been tracked this long, seconds: shorter tracks are the
 # tracker's false starts, whose rate says nothing about scheduling.
 MIN_TRACK_S = 2.0
+SUMMARY_MARK = "deepwatch-summary: "
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -96,14 +103,23 @@ def make_clips(data: Path, count: int, folder: Path) -> list[Path]:
     return paths
 
 
-def child(clips: list[str], seconds: float, serial: bool) -> None:
-    """Load the models, say ready, wait for go, run the clips as cameras, print the summary."""
+def app_config(precision: str) -> Any:
+    """The default app config with the encoder at ``precision``."""
+    from dataclasses import replace
+
     from stream.config import AppConfig
+
+    config = AppConfig()
+    return replace(config, encoder=replace(config.encoder, precision=precision))
+
+
+def child(clips: list[str], seconds: float, serial: bool, precision: str) -> None:
+    """Load the models, say ready, wait for go, run the clips as cameras, print the summary."""
     from stream.live.app import load_components
     from stream.live.runner import Runner
     from stream.sources import open_source
 
-    config = AppConfig()
+    config = app_config(precision)
     components = load_components(config)
     warm = components.new_pipeline()
     rng = np.random.default_rng(0)
@@ -135,10 +151,44 @@ def child(clips: list[str], seconds: float, serial: bool) -> None:
     finally:
         timer.cancel()
         components.close()
-    print(json.dumps(summary), flush=True)
+    print(SUMMARY_MARK + json.dumps(summary), flush=True)
 
 
-def run_children(groups: list[list[Path]], seconds: float, *, serial: bool = False) -> list[dict[str, Any]]:
+def ray_child(clips: list[str], seconds: float, precision: str) -> None:
+    """The clips as cameras through ``deepwatch run --ray local``'s path (``ClusterRun``): each
+    stream an actor, one shared encoder actor. Actors load their models after the start, so the
+    measured ``seconds`` count from the first result (``startup_s`` in the summary is the rest)."""
+    from stream.cluster.command import stream_specs
+    from stream.cluster.driver import ClusterOptions, ClusterRun
+    from stream.cluster.stages import AppStages
+
+    config = app_config(precision)
+    specs = stream_specs(clips, config, realtime=True, loop=True, images_for=None)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    run = ClusterRun(
+        specs, AppStages(config), [NullSink()], ClusterOptions(address="local"), log_interval_s=3600
+    )
+
+    def stop_after_measuring() -> None:
+        while run.first_result_s is None and not run.stop_event.wait(0.1):
+            pass
+        run.stop_event.wait(seconds)
+        run.stop_event.set()
+
+    threading.Thread(target=stop_after_measuring, daemon=True).start()
+    summary = run.run().summary
+    print(SUMMARY_MARK + json.dumps(summary), flush=True)
+
+
+def run_children(
+    groups: list[list[Path]],
+    seconds: float,
+    *,
+    serial: bool = False,
+    ray: bool = False,
+    precision: str = "fp32",
+) -> list[dict[str, Any]]:
     """One child process per group of clips, all released together; their summaries."""
     command = [
         sys.executable,
@@ -146,7 +196,10 @@ def run_children(groups: list[list[Path]], seconds: float, *, serial: bool = Fal
         "--child",
         "--seconds",
         str(seconds),
+        "--precision",
+        precision,
         *(["--serial"] if serial else []),
+        *(["--ray"] if ray else []),
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     children = [
@@ -172,7 +225,11 @@ def run_children(groups: list[list[Path]], seconds: float, *, serial: bool = Fal
         summaries = []
         for process in children:
             out, _ = process.communicate(timeout=seconds + 120)
-            summaries.append(json.loads(out.strip().splitlines()[-1]))
+            # Ray's workers may print to the child's stdout too: the summary is the marked line.
+            marked = [line for line in out.splitlines() if line.startswith(SUMMARY_MARK)]
+            if not marked:
+                raise RuntimeError(f"a benchmark child printed no summary; its output ended {out[-2000:]!r}")
+            summaries.append(json.loads(marked[-1][len(SUMMARY_MARK) :]))
         return summaries
     finally:
         for process in children:
@@ -221,13 +278,28 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per run (default 30)")
     parser.add_argument("--streams", type=int, nargs="*", default=list(STREAM_COUNTS), help="N values")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "auto"),
+        default="fp32",
+        help="encoder.precision of every run (default fp32, the shipped config's)",
+    )
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="also run each N through the --ray local path (needs deepwatch[ray])",
+    )
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("clips", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         logging.basicConfig(level=logging.WARNING)
-        child(args.clips, args.seconds, args.serial)
+        if args.ray:
+            ray_child(args.clips, args.seconds, args.precision)
+        else:
+            child(args.clips, args.seconds, args.serial, args.precision)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     data = Path(os.environ.get("DEEPWATCH_DATA", DEFAULT_DATA))
@@ -235,14 +307,30 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="deepwatch-streams-") as folder:
         clips = make_clips(data, max(args.streams), Path(folder))
-        rows: dict[str, list[dict[str, Any]]] = {"deepwatch": [], "naive": []}
+        rows: dict[str, list[dict[str, Any]]] = {"deepwatch": []}
+        if not args.no_naive:
+            rows["naive"] = []
+        if args.ray:
+            rows["ray"] = []
         for streams in args.streams:
             logging.info("N = %d: one process", streams)
-            rows["deepwatch"].append(figures(streams, run_children([clips[:streams]], args.seconds)))
-            logging.info("N = %d: %d processes", streams, streams)
-            rows["naive"].append(
-                figures(streams, run_children([[clip] for clip in clips[:streams]], args.seconds))
+            rows["deepwatch"].append(
+                figures(streams, run_children([clips[:streams]], args.seconds, precision=args.precision))
             )
+            if "naive" in rows:
+                logging.info("N = %d: %d processes", streams, streams)
+                groups = [[clip] for clip in clips[:streams]]
+                rows["naive"].append(
+                    figures(streams, run_children(groups, args.seconds, precision=args.precision))
+                )
+            if "ray" in rows:
+                logging.info("N = %d: --ray local", streams)
+                rows["ray"].append(
+                    figures(
+                        streams,
+                        run_children([clips[:streams]], args.seconds, ray=True, precision=args.precision),
+                    )
+                )
     result: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -252,20 +340,30 @@ def main() -> None:
             "note": "shared machine: other jobs ran during the measurement",
         },
         "seconds_per_run": args.seconds,
+        "precision": args.precision,
         "clip": {"width": WIDTH, "height": HEIGHT, "fps": FPS},
         **rows,
         "wall_s": round(time.monotonic() - started, 1),
     }
-    by_n = {row["streams"]: row for row in rows["deepwatch"]}
-    naive_by_n = {row["streams"]: row for row in rows["naive"]}
-    if 4 in by_n:
-        row, naive_row = by_n[4], naive_by_n[4]
-        result["goals_at_4"] = {
+    at_4 = {name: next((row for row in table if row["streams"] == 4), None) for name, table in rows.items()}
+    row = at_4["deepwatch"]
+    if row is not None:
+        goals: dict[str, Any] = {
             "frames_kept_ge_90pct": row["per_stream_fps_min"] >= 0.9 * FPS,
             "score_hz_ge_4": row["score_hz_min"] is not None and row["score_hz_min"] >= 4.0,
             "p95_le_150ms": row["latency_p95_ms"] is not None and row["latency_p95_ms"] <= 150.0,
-            "total_vs_naive": round(row["frames_total"] / max(1, naive_row["frames_total"]), 2),
         }
+        if at_4.get("naive") is not None:
+            goals["total_vs_naive"] = round(row["frames_total"] / max(1, at_4["naive"]["frames_total"]), 2)
+        ray_row = at_4.get("ray")
+        if ray_row is not None:
+            # Ray within 20 % of in-process: its frames and its slowest face's score rate.
+            goals["ray_frames_vs_in_process"] = round(
+                ray_row["frames_total"] / max(1, row["frames_total"]), 2
+            )
+            if ray_row["score_hz_min"] is not None and row["score_hz_min"]:
+                goals["ray_score_hz_vs_in_process"] = round(ray_row["score_hz_min"] / row["score_hz_min"], 2)
+        result["goals_at_4"] = goals
     if args.json:
         print(json.dumps(result, indent=2))
         return

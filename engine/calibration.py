@@ -88,6 +88,9 @@ class Calibration:
         auc_protocol: where ``auc`` and the real scores come from (data and split), in words.
         groups: group -> {"tracks": n, "window_fa": {rate: fraction}, "track_fa": {rate: fraction}}
             measured at these thresholds (empty when calibrated without groups).
+        encoder_precision: the encoder precision the real scores were measured with (``fp32``
+            or ``int8``): int8 embeddings move the scores a little, so thresholds hold their
+            rates for the precision they were set on (the live app warns on a mismatch).
     """
 
     window: dict[float, float]
@@ -97,8 +100,13 @@ class Calibration:
     auc: float
     auc_protocol: str
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    encoder_precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.encoder_precision not in ("fp32", "int8"):
+            raise ValueError(
+                f"calibration encoder_precision must be 'fp32' or 'int8', got {self.encoder_precision!r}"
+            )
         for name in ("window", "track"):
             table = getattr(self, name)
             if set(table) != set(FALSE_ALARM_RATES):
@@ -135,6 +143,7 @@ class Calibration:
                 }
                 for name, entry in self.groups.items()
             },
+            "encoder_precision": self.encoder_precision,
         }
 
     @classmethod
@@ -154,6 +163,8 @@ class Calibration:
                 }
                 for name, entry in raw.get("groups", {}).items()
             },
+            # Checkpoints from before this field were all calibrated with fp32 embeddings.
+            encoder_precision=str(raw.get("encoder_precision", "fp32")),
         )
 
 
@@ -246,3 +257,20 @@ def reliability_curve(
     mean_score = np.bincount(index, weights=scores, minlength=bins)[kept] / counts[kept]
     fraction_fake = np.bincount(index, weights=labels, minlength=bins)[kept] / counts[kept]
     return mean_score, fraction_fake, counts[kept]
+
+
+def precision_mismatch(
+    calibration: Calibration | None, encoder_precision: str, configured_threshold: float | None
+) -> str | None:
+    """A warning when the calibrated thresholds in use were set on embeddings of another
+    precision than the encoder runs (int8 moves the scores a little); None when they match."""
+    if calibration is None or configured_threshold is not None:
+        return None
+    if calibration.encoder_precision == encoder_precision:
+        return None
+    return (
+        f"the encoder runs {encoder_precision} but the model's thresholds were calibrated on "
+        f"{calibration.encoder_precision} embeddings: scores move a little (README, int8 encoder), "
+        f"so false alarms may exceed the calibrated rates; set encoder.precision: "
+        f"{calibration.encoder_precision} for the stated rates"
+    )

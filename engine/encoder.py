@@ -37,12 +37,14 @@ class FaceEncoder(Protocol):
     """Embeds face crops.
 
     ``encode`` takes an N x 160 x 160 x 3 uint8 RGB array (N >= 0) and returns N x 512 float32
-    L2-normalised embeddings, row i for crop i. ``backend_name`` says which backend runs and
-    ``weights_id`` which weights (consumers such as scorer checkpoints record it).
+    L2-normalised embeddings, row i for crop i. ``backend_name`` says which backend runs,
+    ``weights_id`` which weights (consumers such as scorer checkpoints record it) and
+    ``precision`` at what numeric precision (``fp32`` or ``int8``).
     """
 
     backend_name: str
     weights_id: str
+    precision: str
 
     def encode(self, crops: np.ndarray) -> np.ndarray: ...
 

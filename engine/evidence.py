@@ -105,6 +105,7 @@ class EvidenceEncoder:
     def __init__(self, encoder: FaceEncoder) -> None:
         self.encoder = encoder
         self.backend_name = encoder.backend_name
+        self.precision = encoder.precision
         # A suffix after "+" keeps the base weights comparable (``ScorerCheckpoint.check_encoder``)
         # and gives caches of these features their own key.
         self.weights_id = f"{encoder.weights_id}+{FEATURES}"

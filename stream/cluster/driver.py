@@ -119,6 +119,7 @@ class _Stream:
     frames_dropped: int = 0
     read_before: int = 0
     dropped_before: int = 0
+    frames_processed: int = 0
     error: str | None = None
     done: bool = False
     last_result_s: float | None = None
@@ -212,6 +213,12 @@ class ClusterRun:
         summary = self.summary(stopped_by)
         summary["encoder_pool"] = encoder_stats
         return RunOutcome(stopped_by=stopped_by, errors=errors, summary=summary)
+
+    @property
+    def first_result_s(self) -> float | None:
+        """``time.monotonic()`` when the first frame's result arrived; None before (Ray and the
+        actors' models still starting)."""
+        return self._started_s
 
     def stream_nodes(self) -> dict[str, str | None]:
         """The Ray node id each stream last delivered a result from (None before its first)."""
@@ -341,6 +348,7 @@ class ClusterRun:
             image=image, index=step.frame_index, timestamp_s=step.timestamp_s, source_id=stream.spec.source_id
         )
         result = FrameResult(frame=frame, faces=step.faces, events=step.events, timings_ms=step.timings_ms)
+        stream.frames_processed += 1
         self._stats.record(step.timings_ms)
         if not math.isnan(step.capture_to_result_ms):
             self._latencies_ms.append(step.capture_to_result_ms)
@@ -457,7 +465,11 @@ class ClusterRun:
                     "source_id": s.spec.source_id,
                     "live": s.live,
                     "frames_read": s.read_before + s.frames_read,
+                    "frames_processed": s.frames_processed,
                     "frames_dropped": s.dropped_before + s.frames_dropped,
+                    "dropped_pct": _percent(
+                        s.dropped_before + s.frames_dropped, s.read_before + s.frames_read
+                    ),
                     "error": s.error,
                     "restarts": s.restarts,
                     "nodes": s.nodes,
@@ -471,6 +483,10 @@ class ClusterRun:
                 for _, record in sorted(self._tracks.items())
             ],
         }
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 2) if whole else 0.0
 
 
 def _advance(cursor: Cursor, result: StepResult) -> Cursor:

@@ -22,8 +22,13 @@ logger = logging.getLogger(__name__)
 class StageFactory(Protocol):
     """Builds a stream's pipeline and the shared encoder, on the worker that runs them."""
 
-    def new_pipeline(self, encoder: Encoder) -> Pipeline:
-        """The per-stream pipeline (detector, tracker, crops, scorer) around a given encoder."""
+    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
+        """The per-stream pipeline (detector, tracker, crops, scorer) around a given encoder.
+
+        ``live`` (a camera, or a file paced as one): detection and scoring run on the pipeline's
+        worker threads, so a frame never waits for the encoder pool, as ``deepwatch run`` does
+        for live sources in one process; else inline, every frame's results complete.
+        """
         ...
 
     def new_encoder(self, device: str) -> Encoder:
@@ -41,7 +46,7 @@ class AppStages:
 
     config: AppConfig
 
-    def new_pipeline(self, encoder: Encoder) -> Pipeline:
+    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
         from engine.checkpoint import load_checkpoint
         from stream.live.app import PipelineComponents
         from tracking import FaceDetector
@@ -54,9 +59,10 @@ class AppStages:
             encoder=encoder,  # type: ignore[arg-type]
             checkpoint=checkpoint,
         )
-        return components.new_pipeline()
+        return components.live_pipeline() if live else components.new_pipeline()
 
     def new_encoder(self, device: str) -> Encoder:
+        from engine.calibration import precision_mismatch
         from engine.checkpoint import load_checkpoint, open_encoder
         from stream.calibration import with_calibration
 
@@ -69,7 +75,18 @@ class AppStages:
             precision = "fp32"
         encoder_config = dataclasses.replace(self.config.encoder, device=device, precision=precision)
         encoder = open_encoder(checkpoint, with_calibration(encoder_config))
-        logger.info("encoder worker: %s on %s (%s)", encoder.weights_id, device, encoder.backend_name)
+        logger.info(
+            "encoder worker: %s on %s (%s, %s)",
+            encoder.weights_id,
+            device,
+            encoder.backend_name,
+            encoder.precision,
+        )
+        warning = precision_mismatch(
+            checkpoint.calibration, encoder.precision, self.config.pipeline.threshold
+        )
+        if warning:
+            logger.warning("%s", warning)
         return encoder
 
     def threshold(self) -> float:

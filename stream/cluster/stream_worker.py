@@ -1,7 +1,9 @@
 """One stream as a Ray actor: capture, detection, tracking, crops and scoring of one source.
 
 The actor runs the live ``Pipeline`` for its source, with the shared encoder pool behind a
-``PooledEncoder``. The driver pulls results one ``step`` at a time and passes a ``Cursor`` with
+``PooledEncoder``: for a live source on the pipeline's worker threads (frames never wait for the
+pool; a face's score arrives with a later frame), for a file inline (every frame's results
+complete). The driver pulls results one ``step`` at a time and passes a ``Cursor`` with
 each call: what it has already received (frames, events, track ids). The cursor is what makes a
 restart clean. Ray restarts a dead actor (``max_restarts``) by running its constructor again, on
 any node that fits; the new incarnation learns from the first cursor where the stream stood, so
@@ -113,7 +115,9 @@ class StreamWorker:
             loop=stream.loop,
             source_id=stream.source_id,
         )
-        self._pipeline = stages.new_pipeline(PooledEncoder(encoders, stream.source_id))
+        self._pipeline = stages.new_pipeline(
+            PooledEncoder(encoders, stream.source_id), live=self._source.live
+        )
         self._cursor: Cursor | None = None
         self._track_offset = 0
         self._event_seq = 0

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import engine
+from engine.calibration import precision_mismatch
 from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
 from engine.config import EncoderConfig
 from engine.scorer_config import ScorerConfig
@@ -175,6 +176,10 @@ class PipelineComponents:
             "threshold": self.threshold,
             "real_threshold": self.real_threshold,
             "calibrated": self.checkpoint.calibration is not None,
+            "encoder_precision": self.encoder.precision,
+            "calibrated_precision": (
+                self.checkpoint.calibration.encoder_precision if self.checkpoint.calibration else None
+            ),
         }
 
     def close(self) -> None:
@@ -210,12 +215,16 @@ def load_components(config: LiveSettings) -> PipelineComponents:
         raise SetupError(f"cannot build the face encoder: {error}") from error
     detector = FaceDetector(config.detector)
     logger.info(
-        "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s",
+        "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s, %s",
         checkpoint.path,
         checkpoint.window_size,
         checkpoint.sample_rate_hz,
         resolve_threshold(config.pipeline.threshold, checkpoint.threshold),
         encoder.weights_id,
         encoder.backend_name,
+        encoder.precision,
     )
+    warning = precision_mismatch(checkpoint.calibration, encoder.precision, config.pipeline.threshold)
+    if warning:
+        logger.warning("%s", warning)
     return PipelineComponents(config=config, detector=detector, encoder=encoder, checkpoint=checkpoint)

@@ -156,25 +156,26 @@ class BatchWorker(Generic[ItemT, ResultT]):
 
     def submit(self, key: Hashable, item: ItemT) -> bool:
         """Ask for ``item`` to be run; True when it replaced (shed) a request of ``key`` still pending."""
-        return self.submit_many([(key, item)]) == 1
+        return bool(self.submit_many([(key, item)]))
 
-    def submit_many(self, requests: Sequence[tuple[Hashable, ItemT]]) -> int:
+    def submit_many(self, requests: Sequence[tuple[Hashable, ItemT]]) -> list[Hashable]:
         """Submit several requests at once (the worker sees all or none of them, so one tick's
-        requests of every stream land in the same batch); returns how many replaced (shed) one."""
+        requests of every stream land in the same batch); returns the key of each request that
+        replaced (shed) an older one of its key still waiting, once per request shed."""
         if not requests:
-            return 0
+            return []
         with self._lock:
             self._raise_error()
             now = self._clock()
-            replaced = 0
+            replaced: list[Hashable] = []
             for key, item in requests:
                 self._first_submitted_s.setdefault(key, now)
                 waiting = self._pending.setdefault(key, [])
                 if len(waiting) >= self._max_waiting:
                     del waiting[0]
-                    replaced += 1
+                    replaced.append(key)
                 waiting.append((item, now))
-            self.shed += replaced
+            self.shed += len(replaced)
             self.submitted += len(requests)
             self._lock.notify()
         return replaced

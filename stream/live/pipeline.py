@@ -191,6 +191,8 @@ class Pipeline:
         )
         self._sources: dict[str, _SourceState] = {}
         self.frames_by_source: dict[str, int] = {}
+        # Samples of each source dropped from the scoring queue because newer ones replaced them.
+        self.samples_shed_by_source: dict[str, int] = {}
         self.stats = RunStats()
 
     @property
@@ -255,6 +257,7 @@ class Pipeline:
         sample_rate_hz = level.sample_rate_hz if not inline else self.stages.sample_rate_hz
         cropped = [False] * len(frames)
         requests: list[tuple[Hashable, ScoreRequest]] = []
+        source_of: dict[Hashable, str] = {}
         for i, (frame, state) in enumerate(zip(frames, states, strict=True)):
             due = self._due_tracks(frame, state, live_tracks[i], sample_rate_hz, defer=inline and detected[i])
             if not due:
@@ -263,12 +266,14 @@ class Pipeline:
             crops = np.asarray(self._crop(frame.image, due))
             timings[i]["crop"] = _ms_since(t0)
             cropped[i] = True
-            requests.extend(
-                (self._score_key(frame.source_id, track.track_id), ScoreRequest(crop, frame.timestamp_s))
-                for track, crop in zip(due, crops, strict=True)
-            )
-        for _ in range(self.stages.scoring.submit_many(requests)):
+            for track, crop in zip(due, crops, strict=True):
+                key = self._score_key(frame.source_id, track.track_id)
+                requests.append((key, ScoreRequest(crop, frame.timestamp_s)))
+                source_of[key] = frame.source_id
+        for key in self.stages.scoring.submit_many(requests):
             self.stages.shedder.observe_shed()
+            source_id = source_of[key]
+            self.samples_shed_by_source[source_id] = self.samples_shed_by_source.get(source_id, 0) + 1
         if inline and any(cropped):
             self.stages.scoring.run_all()
             for frame_timings, did_crop in zip(timings, cropped, strict=True):

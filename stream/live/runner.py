@@ -48,6 +48,7 @@ class RunPipeline(Protocol):
     """What the loop needs from ``stream.live.pipeline.Pipeline``."""
 
     stats: RunStats
+    samples_shed_by_source: dict[str, int]
 
     @property
     def worker_stats(self) -> RunStats | None: ...
@@ -267,11 +268,12 @@ class Runner:
             parts.append(f"capture-to-output {p50:.0f}/{p95:.0f} ms")
             self._window_latencies_ms = []
         dropped = []
+        shed_by_source = self._pipeline.samples_shed_by_source
         for source in self._sources:
             new = source.frames_dropped - self._window_dropped[source.source_id]
             self._window_dropped[source.source_id] = source.frames_dropped
-            dropped.append(f"{source.source_id} {new}")
-        parts.append("dropped " + ", ".join(dropped))
+            dropped.append(f"{source.source_id} {new}/{shed_by_source.get(source.source_id, 0)}")
+        parts.append("frames dropped (this interval)/samples shed (so far) " + ", ".join(dropped))
         load = self._pipeline.load()
         parts.append(
             f"load level {load['level']} (detect every {load['detect_every_n_frames']}, "
@@ -311,6 +313,7 @@ class Runner:
                         if source.frames_read
                         else 0.0
                     ),
+                    "samples_shed": self._pipeline.samples_shed_by_source.get(source.source_id, 0),
                     "error": self._errors.get(source.source_id),
                 }
                 for source in self._sources

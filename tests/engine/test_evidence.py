@@ -55,6 +55,7 @@ class RecordingEncoder:
     """Stands in for FaceEncoder: records its calls, embeds a crop as its normalised mean colour."""
 
     backend_name = "fake"
+    precision = "fp32"
     weights_id = "fake@0"
 
     def __init__(self) -> None:

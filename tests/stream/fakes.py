@@ -85,6 +85,7 @@ class RecordingEncoder:
     """Embeds a crop as a unit vector whose first value is the crop's fill value; records batches."""
 
     backend_name = "fake"
+    precision = "fp32"
     weights_id = "fake"
 
     def __init__(self) -> None:

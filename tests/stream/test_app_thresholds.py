@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.calibration import Calibration
+import pytest
+
+from engine.calibration import Calibration, precision_mismatch
 from stream.config import AppConfig
 from stream.live.app import PipelineComponents
 from tests.engine.test_checkpoint import make_checkpoint
@@ -43,3 +45,26 @@ def test_a_configured_threshold_or_an_uncalibrated_model_uses_the_margin_rule() 
     assert app.new_pipeline().book.verdicts.real_at_most is None
     plain = components(config, calibrated=False)
     assert (plain.threshold, plain.real_threshold, plain.alert_threshold) == (0.6, None, 0.6)
+
+
+def test_an_int8_encoder_with_thresholds_set_on_fp32_embeddings_is_warned_about() -> None:
+    warning = precision_mismatch(CALIBRATION, "int8", None)
+    assert warning is not None and "runs int8" in warning and "calibrated on fp32" in warning
+    assert "encoder.precision: fp32" in warning
+    assert precision_mismatch(CALIBRATION, "fp32", None) is None
+    assert (
+        precision_mismatch(dataclasses.replace(CALIBRATION, encoder_precision="int8"), "int8", None) is None
+    )
+    assert precision_mismatch(CALIBRATION, "int8", 0.5) is None  # a configured threshold is the user's own
+    assert precision_mismatch(None, "int8", None) is None
+
+
+def test_calibration_records_its_encoder_precision_and_old_checkpoints_read_as_fp32() -> None:
+    raw = CALIBRATION.to_dict()
+    assert raw["encoder_precision"] == "fp32"
+    del raw["encoder_precision"]
+    assert Calibration.from_dict(raw).encoder_precision == "fp32"
+    int8 = dataclasses.replace(CALIBRATION, encoder_precision="int8")
+    assert Calibration.from_dict(int8.to_dict()) == int8
+    with pytest.raises(ValueError, match="'fp32' or 'int8'"):
+        dataclasses.replace(CALIBRATION, encoder_precision="auto")

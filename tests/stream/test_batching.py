@@ -147,7 +147,7 @@ def test_threaded_stages_batch_across_streams_and_route_results_back():
     assert max(encoder.batch_sizes) > 2  # crops of more than one stream in one call
 
 
-def test_frames_never_wait_for_a_blocked_encoder_and_stale_samples_are_shed():
+def test_frames_never_wait_for_a_blocked_encoder_and_stale_samples_are_shed_and_counted_per_stream():
     release = threading.Event()
     started = threading.Event()
 
@@ -170,6 +170,14 @@ def test_frames_never_wait_for_a_blocked_encoder_and_stale_samples_are_shed():
         assert stages.scoring.shed > 0
         assert stages.scoring.waiting == 2 * MAX_WAITING_SAMPLES
         assert stages.describe()["samples_shed"] == stages.scoring.shed
+        # Each shed sample is counted for the stream it came from: only "a" has run so far.
+        assert pipeline.samples_shed_by_source == {"a": stages.scoring.shed}
+        shed_by_a = stages.scoring.shed
+        for i in range(30):
+            pipeline.process(stream_frame("b", 40, i))
+        assert pipeline.samples_shed_by_source["a"] == shed_by_a
+        assert pipeline.samples_shed_by_source["b"] > 0
+        assert sum(pipeline.samples_shed_by_source.values()) == stages.scoring.shed
     finally:
         release.set()
         stages.stop()

@@ -68,7 +68,7 @@ class SlowBoxDetector:
 class FakeStages:
     """A ``StageFactory`` of fakes (pickled by value to the workers)."""
 
-    def new_pipeline(self, encoder: Encoder) -> Pipeline:
+    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
         return Pipeline(
             detector=SlowBoxDetector(),
             tracker_factory=fakes.ScriptedTracker,
@@ -269,6 +269,7 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
     assert summary["frames_processed"] == frames
     (source,) = summary["sources"]
     assert source["frames_read"] == frames and source["restarts"] == 0 and source["error"] is None
+    assert source["frames_processed"] == frames and source["dropped_pct"] == 0.0
     (pool,) = summary["encoder_pool"]
     assert pool["backend"] == "onnxruntime" and pool["crops"] > 0
     events = _events(events_path)
@@ -280,6 +281,7 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
 
 def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
+    import types
 
     import engine.checkpoint
     import stream.calibration
@@ -293,7 +295,8 @@ def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch
         built.append(config)
         return fakes.RecordingEncoder()
 
-    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: object())
+    uncalibrated = types.SimpleNamespace(calibration=None)
+    monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: uncalibrated)
     monkeypatch.setattr(engine.checkpoint, "open_encoder", fake_open)
     monkeypatch.setattr(stream.calibration, "with_calibration", lambda config: config)
     config = AppConfig()

@@ -40,6 +40,7 @@ def test_run_on_a_generated_video_writes_all_outputs(tmp_path, checkpoint_args):
             "frames_processed": 30,
             "frames_dropped": 0,
             "dropped_pct": 0.0,
+            "samples_shed": 0,
             "error": None,
         }
     ]

@@ -179,6 +179,7 @@ def test_a_source_failing_at_start_or_mid_run_is_reported_alone_while_the_others
     assert summary["failing"]["error"] == "failing: decoding failed after 5 frames"
     assert summary["good"]["error"] is None and summary["good"]["frames_processed"] == 20
     assert summary["good"]["dropped_pct"] == 0.0
+    assert summary["good"]["samples_shed"] == 0  # inline stages never shed
 
 
 def test_no_source_opens_raises_the_first_error():
