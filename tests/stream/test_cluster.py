@@ -23,6 +23,7 @@ from stream.cluster.driver import ClusterOptions, ClusterRun
 from stream.cluster.encoder_pool import PoolOptions
 from stream.cluster.stream_worker import StreamSpec
 from stream.contracts import Encoder, FrameResult
+from stream.live.batching import SharedStages
 from stream.live.pipeline import Pipeline
 from stream.sinks import EventsSink
 from tests.stream.videos import count_frames, write_demo_video
@@ -83,6 +84,48 @@ class FakeStages:
 
     def threshold(self) -> float:
         return 0.5
+
+
+class EncoderHeldByAFile(fakes.RecordingEncoder):
+    """Every ``encode`` waits while the file ``hold`` exists (the pool actor is another process,
+    so a file is what the test can hold it with)."""
+
+    def __init__(self, hold: str) -> None:
+        super().__init__()
+        self._hold = hold
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        while os.path.exists(self._hold):
+            time.sleep(0.02)
+        return super().encode(crops)
+
+
+class LiveFakeStages(FakeStages):
+    """Fakes that build what ``AppStages`` builds for a live source: detection and scoring on the
+    pipeline's worker threads; the encoder is held by a file."""
+
+    def __init__(self, hold: str) -> None:
+        self.hold = hold
+
+    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
+        if not live:
+            return super().new_pipeline(encoder, live)
+        stages = SharedStages(
+            detector=SlowBoxDetector(),
+            encoder=encoder,
+            scorer=fakes.FixedRateScorer(sample_rate_hz=5.0),
+            detect_every_n_frames=1,
+        )
+        stages.start()
+        return Pipeline(
+            stages=stages,
+            tracker_factory=fakes.ScriptedTracker,
+            crop=fakes.fake_crop,
+            detect_every_n_frames=1,
+        )
+
+    def new_encoder(self, device: str) -> Encoder:
+        return EncoderHeldByAFile(self.hold)
 
 
 ray.cloudpickle.register_pickle_by_value(__import__(__name__))
@@ -159,6 +202,40 @@ def test_a_source_that_fails_to_open_fails_only_its_stream(cluster: Cluster, tmp
     assert pool["crops"] >= frames // 3 and pool["backend"] == "fake"
     seqs = [event["data"]["seq"] for event in _events(events_path) if event["source_id"] == "good"]
     assert seqs == list(range(len(seqs))) and len(seqs) >= 2
+
+
+@pytest.mark.slow
+def test_a_live_stream_keeps_delivering_frames_while_the_encoder_pool_is_busy(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    video = tmp_path / "cam.mp4"
+    write_demo_video(video, seconds=4.0, fps=15, width=160, height=120)
+    hold = tmp_path / "encoder-held"
+    hold.write_text("")
+    log = FrameLog()
+    run = ClusterRun(
+        [StreamSpec(spec=str(video), source_id="cam", realtime=True)],  # paced: a live source
+        LiveFakeStages(str(hold)),
+        [log],
+        _options(),
+    )
+    outcome: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: outcome.update(result=run.run()), daemon=True)
+    driver.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(log.rows) < 15 and time.monotonic() < deadline and driver.is_alive():
+            time.sleep(0.05)
+        # The face is due for a sample from its first frames on, and no encode can finish: a
+        # stream that waited for the pool would have stopped at its first sample.
+        assert len(log.rows) >= 15, f"the live stream stalled behind the held encoder: {log.rows}"
+    finally:
+        hold.unlink()
+    driver.join(timeout=120)
+    assert not driver.is_alive(), "the run did not end after the encoder was released"
+    assert outcome["result"].stopped_by == "end" and outcome["result"].errors == []
+    (pool,) = outcome["result"].summary["encoder_pool"]
+    assert pool["crops"] > 0  # the samples asked for while held were encoded once released
 
 
 @pytest.mark.slow
