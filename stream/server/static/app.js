@@ -3,7 +3,7 @@
 // arrive on the data channel.
 
 import { ScoreChart } from "./chart.js";
-import { browserLatencyParts, cameraToScreenMs } from "./latency.js";
+import { browserLatencyParts, cameraToScreenMs, keepLastKnown } from "./latency.js";
 
 // aiortc does not trickle ICE: the offer is posted once gathering is complete (or this long passed).
 const ICE_GATHERING_TIMEOUT_MS = 5000;
@@ -168,7 +168,7 @@ async function sampleLatency() {
   if (!pc) return;
   const report = await pc.getStats();
   if (pc !== state.pc) return;
-  const parts = browserLatencyParts(state.previousStats, report);
+  const parts = keepLastKnown(browserLatencyParts(state.previousStats, report), state.latency);
   state.previousStats = report;
   state.latency = { ...parts, serverMs: state.serverVideoMs, totalMs: cameraToScreenMs(parts, state.serverVideoMs) };
 }

@@ -49,6 +49,18 @@ export function browserLatencyParts(previous, current) {
   };
 }
 
+// The parts of a new report, where a part the browser did not report this time (a stats interval
+// without a decoded frame or a nominated candidate pair, which happens under load) keeps its last
+// measured value, so the figure does not fall back to "unknown" between two measurements.
+export function keepLastKnown(parts, previous) {
+  if (!previous) return parts;
+  return {
+    sendMs: parts.sendMs,
+    networkMs: parts.networkMs === null ? previous.networkMs : parts.networkMs,
+    receiveMs: parts.receiveMs === null ? previous.receiveMs : parts.receiveMs,
+  };
+}
+
 // Camera-to-screen in ms: the browser's parts plus the server's; null until every part is known.
 export function cameraToScreenMs(parts, serverMs) {
   if (parts.networkMs === null || parts.receiveMs === null || typeof serverMs !== "number") return null;

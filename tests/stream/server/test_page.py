@@ -125,9 +125,28 @@ def test_page_shows_the_models_verdict_rule_trust_note_latency_and_stop_clears_i
     )
     assert 0 < latency["serverMs"] < latency["totalMs"] < 5000, latency
     assert latency["networkMs"] >= 0 and latency["receiveMs"] >= 0 and latency["sendMs"] >= 0
-    wait_for(page, "document.getElementById('stat-latency').textContent.includes('server')", 10, "stats")
+    # The line is redrawn with each scores message: wait for one drawn after the latency was known.
+    drawn = "document.getElementById('stat-latency').textContent.includes(' ms (server ')"
+    wait_for(page, drawn, 10, "the latency line with a figure")
     text = page.inner_text("#stat-latency")
     assert text.startswith("camera-to-screen ≈ ") and " ms (server " in text and text.endswith(" ms of it)")
+    # A stats interval that lacks a part (no frame decoded, no nominated pair: it happens under
+    # load) keeps that part's last measured value instead of blanking the figure.
+    kept = page.evaluate(
+        """import('/static/latency.js').then(m => {
+            const last = {sendMs: 2, networkMs: 3, receiveMs: 4};
+            return [
+                m.keepLastKnown({sendMs: 1, networkMs: null, receiveMs: null}, last),
+                m.keepLastKnown({sendMs: 1, networkMs: 5, receiveMs: 6}, last),
+                m.keepLastKnown({sendMs: 1, networkMs: null, receiveMs: 6}, null),
+            ];
+        })"""
+    )
+    assert kept == [
+        {"sendMs": 1, "networkMs": 3, "receiveMs": 4},
+        {"sendMs": 1, "networkMs": 5, "receiveMs": 6},
+        {"sendMs": 1, "networkMs": None, "receiveMs": 6},
+    ]
     assert page.inner_text("#stat-analysis").startswith("scores ")
     assert "By design" in page.get_attribute("#stat-dropped", "title")
     assert page.evaluate("window.deepwatch.chart.live") is True
