@@ -1,9 +1,11 @@
 """The per-frame detect -> track step of one source, as extraction for training runs it.
 
-It applies the live chain's rule (a detection on every N-th frame of a source, the tracker on
-every frame, ended tracks dropped) to one source at a time. The live chain (``stream.live``)
-applies the same rule but batches the detections of all its streams into one detector call, so it
-runs its own copy of these few lines; both feed the same tracker and ``crop_faces``, so a model is
+``DetectionSchedule`` is the live chain's rule for which frames of a source get a detection (the
+first, then every N-th frame after the last one asked for, never a second while one is still
+running); ``stream.live`` uses it for every stream, submitting the due frames of all streams as
+one detector batch and marking each delivered when its result comes back. ``FaceStep`` applies the
+same schedule to one source synchronously (the detection is delivered at once), runs the tracker
+on every frame and drops ended tracks; both feed the same tracker and ``crop_faces``, so a model is
 trained on the faces, tracks and crops the live app produces. The caller decides which frames it
 feeds: extraction the frames sampled at the scorer's rate.
 """
@@ -46,6 +48,32 @@ class StepResult:
     track_ms: float
 
 
+class DetectionSchedule:
+    """Which frames of one source get a detection.
+
+    Call ``ask`` once per frame, in order: True on the first frame, then on the first frame at
+    least ``every`` frames after the last one that was asked for, never while that one is still
+    in flight (call ``delivered`` when its result is in). ``every`` may change between calls (the
+    load-shedding rule stretches it).
+    """
+
+    def __init__(self) -> None:
+        self._since_asked: int | None = None
+        self._in_flight = False
+
+    def ask(self, every: int) -> bool:
+        due = (self._since_asked is None or self._since_asked >= every) and not self._in_flight
+        if not due:
+            self._since_asked = (self._since_asked or 0) + 1
+            return False
+        self._in_flight = True
+        self._since_asked = 1
+        return True
+
+    def delivered(self) -> None:
+        self._in_flight = False
+
+
 class FaceStep:
     """Detect on every ``detect_every_n_frames``-th call (the first included), track on every call.
 
@@ -60,18 +88,18 @@ class FaceStep:
         self.detect_every_n_frames = detect_every_n_frames
         self.tracker = tracker
         self._detector = detector
-        self._frames = 0
+        self._schedule = DetectionSchedule()
 
     def track(self, image: np.ndarray, timestamp_s: float) -> StepResult:
         """Advance the source by one frame (H x W x 3 uint8 RGB at ``timestamp_s`` seconds)."""
         detections = None
         detect_ms = 0.0
-        detected = self._frames % self.detect_every_n_frames == 0
+        detected = self._schedule.ask(self.detect_every_n_frames)
         if detected:
             started = time.perf_counter()
             detections = self._detector.detect(image)
             detect_ms = (time.perf_counter() - started) * 1000.0
-        self._frames += 1
+            self._schedule.delivered()
         started = time.perf_counter()
         tracks = self.tracker.update(detections, timestamp_s)
         track_ms = (time.perf_counter() - started) * 1000.0

@@ -43,6 +43,7 @@ from stream.live.batching import ScoreRequest, SharedStages
 from stream.live.bookkeeping import TrackBook
 from stream.live.stats import RunStats
 from stream.live.verdict import VerdictRule
+from tracking.face_step import DetectionSchedule
 from tracking.track import Track, TrackState
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,7 @@ class _TrackClock:
 class _SourceState:
     tracker: Tracker
     frames: int = 0
-    frames_since_detect: int = 0
-    detect_in_flight: bool = False
+    detection: DetectionSchedule = field(default_factory=DetectionSchedule)
     live_ids: set[int] = field(default_factory=set)
     clocks: dict[int, _TrackClock] = field(default_factory=dict)
 
@@ -222,10 +222,7 @@ class Pipeline:
 
         # Step 1: ask for detections of the sources that are due.
         detect_every = level.detect_every_n_frames if not inline else self.detect_every_n_frames
-        asked = [
-            self._ask_detection(frame, state, detect_every)
-            for frame, state in zip(frames, states, strict=True)
-        ]
+        asked = [state.detection.ask(detect_every) for state in states]
         self.stages.detection.submit_many(
             [
                 (self._detect_key(frame.source_id), frame.image)
@@ -246,7 +243,7 @@ class Pipeline:
             delivered = self.stages.detection.take(self._detect_key(frame.source_id))
             detections = None
             if delivered is not None:
-                state.detect_in_flight = False
+                state.detection.delivered()
                 detections = delivered.value
                 if not inline:
                     self.stages.shedder.observe_detection(delivered.done_s - delivered.submitted_s)
@@ -298,8 +295,6 @@ class Pipeline:
         state = self._sources.get(source_id)
         if state is None:
             state = _SourceState(tracker=self._tracker_factory(source_id))
-            # The first frame of a source is always due for a detection.
-            state.frames_since_detect = 1 << 30
             self._sources[source_id] = state
         return state
 
@@ -308,16 +303,6 @@ class Pipeline:
 
     def _score_key(self, source_id: str, track_id: int) -> Hashable:
         return (self._owner, source_id, track_id)
-
-    def _ask_detection(self, frame: Frame, state: _SourceState, detect_every: int) -> bool:
-        """True when the source is due for a detection on this frame (the caller submits it)."""
-        due = state.frames_since_detect >= detect_every and not state.detect_in_flight
-        state.frames_since_detect += 1
-        if not due:
-            return False
-        state.detect_in_flight = True
-        state.frames_since_detect = 1
-        return True
 
     def _track(
         self,

@@ -1,4 +1,4 @@
-"""FaceStep, the per-frame detect -> track step shared by the live pipeline and extraction."""
+"""FaceStep and DetectionSchedule: the per-frame detect -> track rule of live pipeline and extraction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from tests.tracking.test_face_tracker import face
 from tracking import Detection, FaceTracker, TrackerConfig, TrackState
-from tracking.face_step import FaceStep
+from tracking.face_step import DetectionSchedule, FaceStep
 
 
 class CountingDetector:
@@ -60,3 +60,18 @@ def test_ended_tracks_are_not_reported() -> None:
 def test_bad_detection_interval_is_refused(every: object) -> None:
     with pytest.raises(ValueError, match=f"detect_every_n_frames must be an integer >= 1, got {every!r}"):
         FaceStep(CountingDetector(), FaceTracker(), every)  # type: ignore[arg-type]
+
+
+def test_detection_schedule_waits_for_the_one_in_flight_and_follows_a_changed_interval() -> None:
+    schedule = DetectionSchedule()
+    asked = [schedule.ask(3) for _ in range(5)]  # the first result never comes back
+    assert asked == [True, False, False, False, False]
+    schedule.delivered()
+    assert schedule.ask(3)  # overdue: asked on the next frame once the result is in
+    schedule.delivered()
+    assert [schedule.ask(3) for _ in range(3)] == [False, False, True]
+    schedule.delivered()
+    # The shedding rule stretched the interval to 5, then restored 2.
+    assert [schedule.ask(5) for _ in range(5)] == [False, False, False, False, True]
+    schedule.delivered()
+    assert [schedule.ask(2) for _ in range(2)] == [False, True]
