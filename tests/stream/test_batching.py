@@ -173,8 +173,13 @@ def test_frames_never_wait_for_a_blocked_encoder_and_stale_samples_are_shed_and_
         # Each shed sample is counted for the stream it came from: only "a" has run so far.
         assert pipeline.samples_shed_by_source == {"a": stages.scoring.shed}
         shed_by_a = stages.scoring.shed
-        for i in range(30):
-            pipeline.process(stream_frame("b", 40, i))
+        # Stream b starts: its faces appear once its first detection is back (the detector is
+        # free), then its samples pile up behind the held encoder and shed too.
+        deadline, index = time.monotonic() + _WAIT_S, 0
+        while "b" not in pipeline.samples_shed_by_source and time.monotonic() < deadline:
+            pipeline.process(stream_frame("b", 40, index))
+            index += 1
+            time.sleep(0.005)
         assert pipeline.samples_shed_by_source["a"] == shed_by_a
         assert pipeline.samples_shed_by_source["b"] > 0
         assert sum(pipeline.samples_shed_by_source.values()) == stages.scoring.shed
