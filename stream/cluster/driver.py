@@ -32,7 +32,7 @@ from stream.cluster.stream_worker import Cursor, StepResult, StreamSpec, StreamW
 from stream.contracts import Event, Frame, FrameResult, check_unique_stream_ids
 from stream.live.overlay import OverlayStatus, draw_overlay
 from stream.live.runner import RunOutcome
-from stream.live.stats import RunStats
+from stream.live.stats import RunStats, dropped_percent
 from stream.sinks.sink import Sink, close_sinks
 
 logger = logging.getLogger(__name__)
@@ -467,7 +467,7 @@ class ClusterRun:
                     "frames_read": s.read_before + s.frames_read,
                     "frames_processed": s.frames_processed,
                     "frames_dropped": s.dropped_before + s.frames_dropped,
-                    "dropped_pct": _percent(
+                    "dropped_pct": dropped_percent(
                         s.dropped_before + s.frames_dropped, s.read_before + s.frames_read
                     ),
                     "error": s.error,
@@ -483,10 +483,6 @@ class ClusterRun:
                 for _, record in sorted(self._tracks.items())
             ],
         }
-
-
-def _percent(part: int, whole: int) -> float:
-    return round(100.0 * part / whole, 2) if whole else 0.0
 
 
 def _advance(cursor: Cursor, result: StepResult) -> Cursor:

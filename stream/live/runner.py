@@ -23,7 +23,7 @@ import numpy as np
 
 from stream.contracts import Event, Frame, FrameResult, check_unique_stream_ids
 from stream.live.overlay import OverlayStatus, draw_overlay
-from stream.live.stats import RunStats
+from stream.live.stats import RunStats, dropped_percent
 from stream.sinks.sink import Sink, close_sinks
 from stream.sources.source import Source, SourceError
 
@@ -308,11 +308,7 @@ class Runner:
                     "frames_read": source.frames_read,
                     "frames_processed": self._processed[source.source_id],
                     "frames_dropped": source.frames_dropped,
-                    "dropped_pct": (
-                        round(100.0 * source.frames_dropped / source.frames_read, 2)
-                        if source.frames_read
-                        else 0.0
-                    ),
+                    "dropped_pct": dropped_percent(source.frames_dropped, source.frames_read),
                     "samples_shed": self._pipeline.samples_shed_by_source.get(source.source_id, 0),
                     "error": self._errors.get(source.source_id),
                 }

@@ -94,6 +94,11 @@ class RunStats:
         }
 
 
+def dropped_percent(dropped: int, read: int) -> float:
+    """Share of a source's frames read that were dropped, percent (0.0 before any was read)."""
+    return round(100.0 * dropped / read, 2) if read else 0.0
+
+
 def _percentiles(values: object) -> tuple[float, float]:
     array = np.fromiter(values, dtype=np.float64) if not isinstance(values, np.ndarray) else values  # type: ignore[call-overload]
     if array.size == 0:

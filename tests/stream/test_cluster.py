@@ -171,6 +171,27 @@ def cluster() -> Iterator[Cluster]:
         started.shutdown()
 
 
+class BackgroundRun:
+    """A ``ClusterRun`` on a driver thread, so the test can act while it runs."""
+
+    def __init__(self, run: ClusterRun) -> None:
+        self._outcome: dict[str, Any] = {}
+        self._driver = threading.Thread(target=lambda: self._outcome.update(result=run.run()), daemon=True)
+        self._driver.start()
+
+    def wait_for_rows(self, log: FrameLog, count: int, timeout_s: float = 120.0) -> None:
+        """Until ``log`` holds ``count`` results, the run ends, or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while len(log.rows) < count and time.monotonic() < deadline and self._driver.is_alive():
+            time.sleep(0.05)
+
+    def outcome(self, timeout_s: float, what: str) -> Any:
+        """The run's ``RunOutcome`` once it ended; fails naming ``what`` should have ended it."""
+        self._driver.join(timeout=timeout_s)
+        assert not self._driver.is_alive(), f"the run did not end after {what}"
+        return self._outcome["result"]
+
+
 def _events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -219,22 +240,17 @@ def test_a_live_stream_keeps_delivering_frames_while_the_encoder_pool_is_busy(
         [log],
         _options(),
     )
-    outcome: dict[str, Any] = {}
-    driver = threading.Thread(target=lambda: outcome.update(result=run.run()), daemon=True)
-    driver.start()
+    background = BackgroundRun(run)
     try:
-        deadline = time.monotonic() + 120
-        while len(log.rows) < 15 and time.monotonic() < deadline and driver.is_alive():
-            time.sleep(0.05)
+        background.wait_for_rows(log, 15)
         # The face is due for a sample from its first frames on, and no encode can finish: a
         # stream that waited for the pool would have stopped at its first sample.
         assert len(log.rows) >= 15, f"the live stream stalled behind the held encoder: {log.rows}"
     finally:
         hold.unlink()
-    driver.join(timeout=120)
-    assert not driver.is_alive(), "the run did not end after the encoder was released"
-    assert outcome["result"].stopped_by == "end" and outcome["result"].errors == []
-    (pool,) = outcome["result"].summary["encoder_pool"]
+    result = background.outcome(120, "the encoder was released")
+    assert result.stopped_by == "end" and result.errors == []
+    (pool,) = result.summary["encoder_pool"]
     assert pool["crops"] > 0  # the samples asked for while held were encoded once released
 
 
@@ -253,20 +269,14 @@ def test_removing_the_node_of_a_stream_resumes_it_elsewhere_without_loss(
         [log, EventsSink(events_path)],
         _options(),
     )
-    outcome: dict[str, Any] = {}
-    driver = threading.Thread(target=lambda: outcome.update(result=run.run()), daemon=True)
-    driver.start()
-    deadline = time.monotonic() + 120
-    while len(log.rows) < 20 and time.monotonic() < deadline and driver.is_alive():
-        time.sleep(0.1)
+    background = BackgroundRun(run)
+    background.wait_for_rows(log, 20)
     assert len(log.rows) >= 20, "the stream produced no results before the node was to be removed"
     node_id = run.stream_nodes()["cam"]
     (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
     frames_before = len(log.rows)
     cluster.remove_node(node, allow_graceful=False)
-    driver.join(timeout=180)
-    assert not driver.is_alive(), "the run did not finish after the node was removed"
-    result = outcome["result"]
+    result = background.outcome(180, "the node was removed")
     assert result.stopped_by == "end" and result.errors == []
     (source,) = result.summary["sources"]
     assert source["restarts"] == 1
