@@ -49,18 +49,6 @@ SIZE = (480, 360)
 FPS = 15
 SECONDS = 40
 SLOW_MOTION = 0.15
-# A visible swap: the other face rendered at 160 px, colour-matched, pasted through a soft mask.
-FAKE_SWAP = blends.CrossBlendParameters(
-    swap_resolution_px=160,
-    colour_transfer=0.9,
-    mask_grow=0.0,
-    mask_blur=0.15,
-    deform=0.0,
-    deform_seed=0,
-    poisson=False,
-    blend_ratio=1.0,
-    sharpen=0.5,
-)
 VIEWPORT = {"width": 1180, "height": 700}
 
 
@@ -81,7 +69,7 @@ def write_clip(path: Path, fake: bool, detector: Any) -> None:
                 detections = detector.detect(image)
                 if detections:
                     image, _ = blends.cross_person_blend(
-                        image, detections[0].landmarks_5x2, source, source_marks, FAKE_SWAP
+                        image, detections[0].landmarks_5x2, source, source_marks, blends.VISIBLE_SWAP
                     )
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)

@@ -30,6 +30,7 @@ from engine.calibration import Calibration
 from engine.config import EncoderConfig
 from engine.evidence import FEATURES, EvidenceEncoder
 from engine.heads import HEADS, build_head, head_features
+from engine.reference import ReferenceThresholds
 from engine.scorer import SequenceScorer
 from engine.scorer_config import ScorerConfig
 
@@ -102,6 +103,8 @@ class ScorerCheckpoint:
         crop: the crop settings of the training crops; None when not recorded (format 1 files).
         calibration: thresholds from held-out real faces and the validated AUC; None when the
             model was not calibrated (then ``threshold`` is the only decision threshold).
+        reference: thresholds for comparing faces with an enrolled person (``engine.reference``);
+            None when not calibrated (then ``--reference`` is refused).
         path: where it was loaded from (None when built in memory).
     """
 
@@ -119,6 +122,7 @@ class ScorerCheckpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     crop: CropSettings | None = None
     calibration: Calibration | None = None
+    reference: ReferenceThresholds | None = None
     path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -229,6 +233,7 @@ class ScorerCheckpoint:
             "metrics": self.metrics,
             "crop": None if self.crop is None else asdict(self.crop),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "reference": None if self.reference is None else self.reference.to_dict(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -286,6 +291,7 @@ def load_checkpoint(
             metrics=dict(raw.get("metrics", {})),
             crop=_crop_settings(raw, file),
             calibration=_calibration(raw, file),
+            reference=_reference(raw, file),
             path=file,
         )
     except KeyError as error:
@@ -319,6 +325,18 @@ def _calibration(raw: dict[str, Any], file: Path) -> Calibration | None:
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(
             f"checkpoint {file}: unreadable calibration {raw['calibration']!r}: {error}"
+        ) from error
+
+
+def _reference(raw: dict[str, Any], file: Path) -> ReferenceThresholds | None:
+    entry = raw.get("reference")
+    if entry is None:
+        return None
+    try:
+        return ReferenceThresholds.from_dict(entry)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {file}: unreadable reference thresholds {entry!r}: {error}"
         ) from error
 
 

@@ -15,6 +15,7 @@ template, 160 px, margin 0.25), which the scorer checkpoint records and the app 
 from __future__ import annotations
 
 import functools
+import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -98,6 +99,10 @@ class EvidenceEncoder:
     Both parts of all crops go through the wrapped encoder in one batch (2N crops), so the
     backend sees one call per pipeline batch as before. ``backend_name`` is the wrapped encoder's,
     ``weights_id`` its id with ``+inner_outer``; closing this closes it.
+
+    Calls are serialised by a lock: a page enrolling a person (``stream.server``) encodes its
+    photo from another thread than the live encode worker, and a backend such as a TensorRT
+    execution context must never run two batches at once.
     """
 
     output_dim = 2 * EMBEDDING_DIM
@@ -109,6 +114,7 @@ class EvidenceEncoder:
         # A suffix after "+" keeps the base weights comparable (``ScorerCheckpoint.check_encoder``)
         # and gives caches of these features their own key.
         self.weights_id = f"{encoder.weights_id}+{FEATURES}"
+        self._lock = threading.Lock()
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         """N x 160 x 160 x 3 uint8 aligned crops -> N x 1024 float32 (inner, outer)."""
@@ -116,9 +122,9 @@ class EvidenceEncoder:
         count = len(crops)
         if count == 0:
             return np.zeros((0, self.output_dim), np.float32)
-        embeddings = np.asarray(
-            self.encoder.encode(np.concatenate([inner_crops(crops), outer_crops(crops)])), np.float32
-        )
+        parts = np.concatenate([inner_crops(crops), outer_crops(crops)])
+        with self._lock:
+            embeddings = np.asarray(self.encoder.encode(parts), np.float32)
         return np.concatenate([embeddings[:count], embeddings[count:]], axis=1)
 
     def close(self) -> None:

@@ -37,13 +37,21 @@ class ModelConfig:
 
     Attributes:
         checkpoint: path of a scorer checkpoint; None uses the model shipped with deepwatch.
+        reference: photos of the person who should be on screen (``engine.reference``); every
+            face is then also compared with them. Empty: nobody is enrolled.
     """
 
     checkpoint: str | None = None
+    reference: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
             raise ValueError(f"checkpoint must be a file path or null, got {self.checkpoint!r}")
+        if not isinstance(self.reference, (list, tuple)) or not all(
+            isinstance(path, str) and path for path in self.reference
+        ):
+            raise ValueError(f"reference must be a list of photo paths, got {self.reference!r}")
+        object.__setattr__(self, "reference", tuple(self.reference))
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,16 @@ SECTIONS: dict[str, type] = {
     "output": OutputConfig,
     "server": ServerConfig,
 }
+
+
+def with_model(config: AppConfig, checkpoint: str | None, reference: list[str] | None) -> AppConfig:
+    """``config`` with the ``--checkpoint`` and ``--reference`` flags applied (a flag wins)."""
+    model = config.model
+    if checkpoint is not None:
+        model = dataclasses.replace(model, checkpoint=checkpoint)
+    if reference:
+        model = dataclasses.replace(model, reference=tuple(reference))
+    return dataclasses.replace(config, model=model)
 
 
 def load_config(path: str | Path) -> AppConfig:
@@ -172,6 +190,11 @@ def _type_problem(value: Any, annotation: Any) -> str | None:
         return None if isinstance(value, Mapping) else "a mapping"
     if origin is tuple:
         arms = typing.get_args(annotation)
+        if len(arms) == 2 and arms[1] is Ellipsis:
+            if not isinstance(value, (list, tuple)):
+                return f"a list of {_type_problem(None, arms[0])}"
+            problems = [_type_problem(item, arms[0]) for item in value]
+            return next((f"a list of {problem}" for problem in problems if problem is not None), None)
         expected = f"a list of {len(arms)}"
         if not isinstance(value, (list, tuple)) or len(value) != len(arms):
             return expected

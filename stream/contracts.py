@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.score import Score
+from engine.score import ReferenceMatch, Score
 from tracking.detection import Detection
 from tracking.track import Track
 
@@ -55,6 +55,8 @@ class FaceResult:
         verdict: one of VERDICTS (UNSURE while not ready or inside the uncertainty band).
         history: recent p_fake values, oldest first, for sparklines and charts.
         frames_scored: embeddings the scorer has accepted for this track.
+        reference: how the face compares with the enrolled person (``engine.reference``); None
+            when nobody is enrolled or the track has no score yet.
     """
 
     track_id: int
@@ -65,6 +67,7 @@ class FaceResult:
     verdict: str
     history: tuple[float, ...]
     frames_scored: int
+    reference: ReferenceMatch | None = None
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from stream.config import AppConfig
+from engine.reference import ReferenceError
+from stream.config import AppConfig, with_model
 from stream.output_config import OutputConfig
 from stream.sinks import EventsSink, Sink, VideoFileSink, WebhookSink, write_summary
 from stream.sources import SourceError
@@ -100,8 +101,7 @@ def run_on_ray(
     from stream.cluster.encoder_pool import PoolOptions
     from stream.cluster.stages import AppStages
 
-    if args.checkpoint is not None:
-        config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
+    config = with_model(config, args.checkpoint, args.reference)
     if not ray_installed():
         return fail("--ray needs Ray: pip install 'deepwatch[ray]'", 1)
     if output.show:
@@ -126,6 +126,10 @@ def run_on_ray(
     except SourceError as error:
         return fail(str(error), 1)
     try:
+        photos = reference_photos(config.model.reference)
+    except ReferenceError as error:
+        return fail(str(error), 1)
+    try:
         sinks = _make_sinks(output, config, specs[0], first_id)
     except (OSError, ValueError) as error:
         return fail(f"cannot create an output: {error}", 1)
@@ -141,7 +145,7 @@ def run_on_ray(
     try:
         outcome = ClusterRun(
             streams,
-            AppStages(config),
+            AppStages(config, photos),
             sinks,
             options,
             stop_event=stop_event,
@@ -151,6 +155,10 @@ def run_on_ray(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     summary = {"ray": args.ray, **outcome.summary}
+    if photos:
+        summary["model"] = {
+            "reference": {"name": ", ".join(name for name, _ in photos), "photos": len(photos)}
+        }
     if output.summary_path:
         write_summary(output.summary_path, summary)
         logger.info("summary written to %s", output.summary_path)
@@ -158,6 +166,25 @@ def run_on_ray(
     for error_line in outcome.errors:
         print(f"deepwatch run: error: {error_line}", file=sys.stderr)
     return 1 if outcome.errors else 0
+
+
+def reference_photos(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+    """``(name, bytes)`` of each enrolment photo, each checked to decode as an image here, on the
+    driver, so a wrong file fails before any actor starts (faces are found on the workers)."""
+    from stream.live.reference import decode_reference_photo
+
+    photos = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ReferenceError(
+                f"reference photo not found or unreadable: {path} ({error.strerror})"
+            ) from error
+        decode_reference_photo(data, path.name)
+        photos.append((path.name, data))
+    return tuple(photos)
 
 
 def _make_sinks(output: OutputConfig, config: AppConfig, first_spec: str, first_id: str) -> list[Sink]:
@@ -174,8 +201,6 @@ def _make_sinks(output: OutputConfig, config: AppConfig, first_spec: str, first_
 
 
 def _file_fps(spec: str) -> float | None:
-    from pathlib import Path
-
     import cv2
 
     if not Path(spec).is_file():

@@ -42,9 +42,15 @@ class StageFactory(Protocol):
 
 @dataclass(frozen=True)
 class AppStages:
-    """The real stages, as ``deepwatch run`` builds them in one process (``stream.live.app``)."""
+    """The real stages, as ``deepwatch run`` builds them in one process (``stream.live.app``).
+
+    ``reference_photos``: ``(name, file bytes)`` of the enrolled person's photos, read on the
+    driver (a worker node need not see the driver's files); each stream enrols them on its worker
+    with its own detector and the encoder pool, so no model loads on the driver.
+    """
 
     config: AppConfig
+    reference_photos: tuple[tuple[str, bytes], ...] = ()
 
     def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
         from engine.checkpoint import load_checkpoint
@@ -59,6 +65,12 @@ class AppStages:
             encoder=encoder,  # type: ignore[arg-type]
             checkpoint=checkpoint,
         )
+        if self.reference_photos:
+            from stream.live.reference import decode_reference_photo
+
+            components.enrol(
+                [(name, decode_reference_photo(data, name)) for name, data in self.reference_photos]
+            )
         return components.live_pipeline() if live else components.new_pipeline()
 
     def new_encoder(self, device: str) -> Encoder:

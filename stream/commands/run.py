@@ -13,7 +13,8 @@ from typing import Any
 
 from stream.cluster.command import add_arguments as add_cluster_arguments
 from stream.cluster.command import run_on_ray
-from stream.config import AppConfig, ConfigError, load_config
+from stream.commands import add_reference_argument
+from stream.config import AppConfig, ConfigError, load_config, with_model
 from stream.output_config import OutputConfig
 from stream.sinks import (
     EventsSink,
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", type=Path, help="app config YAML (default: built-in defaults = configs/default.yaml)"
     )
     parser.add_argument("--checkpoint", help="scorer checkpoint (default: the shipped model)")
+    add_reference_argument(parser)
     parser.add_argument(
         "--show", action="store_true", help="show the annotated video in a window (q or Esc quits)"
     )
@@ -78,10 +80,7 @@ def run(args: argparse.Namespace) -> int:
         sources = _open_sources(specs, config, realtime=args.realtime, loop=args.loop)
     except SourceError as error:
         return _fail(str(error), EXIT_FAILED)
-    if args.checkpoint is not None:
-        from dataclasses import replace
-
-        config = replace(config, model=replace(config.model, checkpoint=args.checkpoint))
+    config = with_model(config, args.checkpoint, args.reference)
 
     # Open the inputs first: a missing, corrupt or unreachable one is reported before the models
     # load. With several, one that fails is reported for itself and the others run.
@@ -213,6 +212,16 @@ def _stop_on_sigterm(stop_event: threading.Event) -> Any:
     return signal.signal(signal.SIGTERM, lambda signum, frame: stop_event.set())
 
 
+# The last comparison with the enrolled person, as the summary line says it (engine.reference).
+REFERENCE_WORDS = {
+    "match": "matches",
+    "face_only": "face matches but head does not (possible face swap):",
+    "head_only": "head matches but face does not (possible face swap):",
+    "other": "is not",
+    "unsure": "too few samples to compare with",
+}
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     fps = summary.get("fps")
     print(
@@ -226,11 +235,19 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"source {source['source_id']}: {source['frames_read']} frames read, "
             f"{source['frames_dropped']} dropped"
         )
+    enrolled = (summary.get("model") or {}).get("reference")
     for track in summary["tracks"]:
         p_fake = "--" if track["p_fake"] is None else f"{track['p_fake']:.2f}"
+        reference = ""
+        if enrolled is not None and "reference" in track:
+            match = track["reference"]
+            reference = (
+                f"; {REFERENCE_WORDS.get(match['verdict'], match['verdict'])} {enrolled['name']} "
+                f"(inner {match['inner_sim']:.2f}, outer {match['outer_sim']:.2f})"
+            )
         print(
             f"track {track['source_id']}/{track['track_id']}: {track['verdict']} p_fake {p_fake} "
-            f"({track['frames']} frames, {track['frames_scored']} scored)"
+            f"({track['frames']} frames, {track['frames_scored']} scored){reference}"
         )
     if not summary["tracks"]:
         print("no face was tracked")

@@ -8,9 +8,9 @@ import os
 import ssl
 import sys
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from stream.commands import add_reference_argument
 from stream.server.options import ServerOptions, check_source
 from stream.server.tls import SELF_SIGNED_VALIDITY_DAYS, TlsError, server_ssl_context, write_self_signed
 
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--config", default=None, help="app config YAML (default: built-in defaults)")
     parser.add_argument("--checkpoint", default=None, help="scorer checkpoint (default: the shipped model)")
+    add_reference_argument(parser)
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent browser sessions (default 4)")
     parser.add_argument(
         "--source",
@@ -108,7 +109,7 @@ def parse_sources(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     if args.make_cert is not None:
         return _make_cert(args.make_cert, args.cert_host or _default_cert_host(args.host))
-    from stream.config import AppConfig, ConfigError, load_config
+    from stream.config import AppConfig, ConfigError, load_config, with_model
 
     try:
         config = load_config(args.config) if args.config else AppConfig()
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError) as error:
         print(f"deepwatch serve: {error}", file=sys.stderr)
         return 2
-    return _serve(options, ssl_context, source_flags, config, args.checkpoint)
+    return _serve(options, ssl_context, source_flags, with_model(config, args.checkpoint, args.reference))
 
 
 def _default_cert_host(host: str) -> str:
@@ -162,7 +163,6 @@ def _serve(
     ssl_context: ssl.SSLContext | None,
     source_flags: Mapping[str, str],
     config: AppConfig,
-    checkpoint: str | None,
 ) -> int:
     from aiohttp import web
 
@@ -172,8 +172,6 @@ def _serve(
     from stream.server.peer import overlay_annotator
 
     try:
-        if checkpoint is not None:
-            config = replace(config, model=replace(config.model, checkpoint=checkpoint))
         # The config's server.sources, then the --source flags (a flag replaces a same-named source).
         source_specs = {**config.server.sources, **source_flags}
         components = load_components(config)
@@ -187,6 +185,7 @@ def _serve(
             annotate=overlay_annotator(components.threshold),
             sources=source_openers(source_specs, config.source),
             model=model_info(components),
+            enrolment=components if components.can_enrol else None,
         )
         logger.info(
             "serving %s://%s:%d/ (%s, at most %d sessions, server-side sources: %s)",

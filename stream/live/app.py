@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,11 +23,16 @@ import engine
 from engine.calibration import precision_mismatch
 from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
 from engine.config import EncoderConfig
+from engine.evidence import FEATURES
+from engine.heads import head_features
+from engine.reference import VERDICT_RATE, Reference, ReferenceError, ReferenceScorer
+from engine.scorer import SequenceScorer
 from engine.scorer_config import ScorerConfig
 from stream.calibration import with_calibration
 from stream.live.alerts import AlertConfig, AlertMonitor
 from stream.live.batching import SharedStages
 from stream.live.pipeline import Pipeline, PipelineConfig
+from stream.live.reference import enrol, enrol_images
 from stream.live.shedding import shed_levels
 from stream.live.verdict import resolve_threshold
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
@@ -38,6 +44,8 @@ logger = logging.getLogger(__name__)
 class ModelSettings(Protocol):
     @property
     def checkpoint(self) -> str | None: ...
+    @property
+    def reference(self) -> tuple[str, ...]: ...
 
 
 class LiveSettings(Protocol):
@@ -76,7 +84,12 @@ class PipelineComponents:
     detector: FaceDetector
     encoder: engine.FaceEncoder
     checkpoint: ScorerCheckpoint
+    reference: Reference | None = None
     _shared: SharedStages | None = field(default=None, init=False, repr=False)
+    # Every scorer that compares with the enrolled person, so a new enrolment reaches them all.
+    _reference_scorers: weakref.WeakSet[ReferenceScorer] = field(
+        default_factory=weakref.WeakSet, init=False, repr=False
+    )
 
     @property
     def threshold(self) -> float:
@@ -110,7 +123,7 @@ class PipelineComponents:
             SharedStages(
                 detector=self.detector,
                 encoder=self.encoder,
-                scorer=self.checkpoint.build_scorer(self._scorer_config()),
+                scorer=self._scorer(self._scorer_config()),
                 detect_every_n_frames=self.config.tracker.detect_every_n_frames,
             )
         )
@@ -131,7 +144,7 @@ class PipelineComponents:
             shared = SharedStages(
                 detector=self.detector,
                 encoder=self.encoder,
-                scorer=self.checkpoint.build_scorer(scorer_config),
+                scorer=self._scorer(scorer_config),
                 levels=levels,
                 detect_every_n_frames=config.tracker.detect_every_n_frames,
             )
@@ -146,6 +159,40 @@ class PipelineComponents:
 
     def _scorer_config(self) -> ScorerConfig:
         return self.checkpoint.scorer_config(**self.config.scorer_overrides)
+
+    def _scorer(self, scorer_config: ScorerConfig) -> SequenceScorer | ReferenceScorer:
+        scorer = self.checkpoint.build_scorer(scorer_config)
+        thresholds = self.checkpoint.reference
+        if thresholds is None or not self.can_enrol:
+            return scorer
+        wrapped = ReferenceScorer(scorer, thresholds, self.reference)
+        self._reference_scorers.add(wrapped)
+        return wrapped
+
+    @property
+    def can_enrol(self) -> bool:
+        """Whether faces can be compared with an enrolled person: the model embeds inner and
+        outer face and carries reference thresholds."""
+        return self.checkpoint.reference is not None and head_features(self.checkpoint.head_type) == FEATURES
+
+    def enrol(self, photos: Sequence[tuple[str, np.ndarray]]) -> Reference:
+        """Enrol the person in ``(name, RGB image)`` photos for every pipeline of these components,
+        from the next sample on (``deepwatch serve``'s page calls this). Thread-safe.
+
+        Raises:
+            ReferenceError: the model cannot compare, or a photo shows no face.
+        """
+        if not self.can_enrol:
+            raise ReferenceError(_cannot_enrol(self.checkpoint))
+        reference = enrol_images(photos, self.detector, self.encoder, self.config.crop)
+        self.set_reference(reference)
+        return reference
+
+    def set_reference(self, reference: Reference | None) -> None:
+        """Enrol ``reference`` (None: nobody) in every scorer made from these components."""
+        self.reference = reference
+        for scorer in list(self._reference_scorers):
+            scorer.set_reference(reference)
 
     def _pipeline(self, stages: SharedStages) -> Pipeline:
         config = self.config
@@ -180,6 +227,19 @@ class PipelineComponents:
             "calibrated_precision": (
                 self.checkpoint.calibration.encoder_precision if self.checkpoint.calibration else None
             ),
+            "reference": self._describe_reference(),
+        }
+
+    def _describe_reference(self) -> dict[str, Any] | None:
+        thresholds = self.checkpoint.reference
+        if self.reference is None or thresholds is None:
+            return None
+        return {
+            "name": self.reference.name,
+            "photos": self.reference.photos,
+            "inner_at_least": round(thresholds.inner[VERDICT_RATE], 4),
+            "outer_at_least": round(thresholds.outer[VERDICT_RATE], 4),
+            "genuine_false_alarm_rate_per_part": VERDICT_RATE,
         }
 
     def close(self) -> None:
@@ -227,4 +287,41 @@ def load_components(config: LiveSettings) -> PipelineComponents:
     warning = precision_mismatch(checkpoint.calibration, encoder.precision, config.pipeline.threshold)
     if warning:
         logger.warning("%s", warning)
-    return PipelineComponents(config=config, detector=detector, encoder=encoder, checkpoint=checkpoint)
+    reference = None
+    if config.model.reference:
+        try:
+            reference = _enrol(config, checkpoint, detector, encoder)
+        except ReferenceError as error:
+            encoder.close()
+            raise SetupError(str(error)) from error
+    return PipelineComponents(
+        config=config, detector=detector, encoder=encoder, checkpoint=checkpoint, reference=reference
+    )
+
+
+def _cannot_enrol(checkpoint: ScorerCheckpoint) -> str:
+    if head_features(checkpoint.head_type) != FEATURES:
+        return (
+            f"enrolment needs a model that embeds the inner and outer face; {checkpoint.path} has a "
+            f"{checkpoint.head_type!r} head on whole-crop embeddings"
+        )
+    return (
+        f"{checkpoint.path} has no reference thresholds: calibrate them with "
+        "python -m stream.training.reference_calibration"
+    )
+
+
+def _enrol(
+    config: LiveSettings, checkpoint: ScorerCheckpoint, detector: FaceDetector, encoder: engine.FaceEncoder
+) -> Reference:
+    """The enrolled person of ``model.reference``; refused when the model cannot compare."""
+    if head_features(checkpoint.head_type) != FEATURES or checkpoint.reference is None:
+        raise ReferenceError(_cannot_enrol(checkpoint))
+    if checkpoint.reference.encoder_precision != encoder.precision:
+        logger.warning(
+            "the reference thresholds were set on %s embeddings and the encoder runs %s: "
+            "genuine faces may fail to match more often than stated",
+            checkpoint.reference.encoder_precision,
+            encoder.precision,
+        )
+    return enrol(config.model.reference, detector, encoder, config.crop)

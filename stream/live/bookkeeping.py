@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.score import Score
+from engine.score import ReferenceMatch, Score
 from stream.contracts import Event, FaceResult, Frame
 from stream.live.alerts import AlertMonitor
-from stream.live.track_record import TrackRecord
+from stream.live.track_record import TrackRecord, reference_data
 from stream.live.verdict import VerdictRule
 from tracking.track import Track, TrackState
 
@@ -101,6 +101,7 @@ class TrackBook:
                     record.verdict,
                     tuple(record.history),
                     record.frames_scored,
+                    None if current is None else current.reference,
                 )
             )
         return tuple(faces)
@@ -138,12 +139,13 @@ class TrackBook:
     def _apply_score(
         self, record: TrackRecord, score: Score, frame: Frame, track: Track, events: list[Event]
     ) -> None:
+        previous = record.score
         record.score = score
         record.frames_scored = score.frames_seen
         if score.ready and not math.isnan(score.p_fake):
             record.history.append(score.p_fake)
         verdict = self.verdicts.verdict(score.p_fake, score.ready)
-        changed = verdict != record.verdict
+        changed = verdict != record.verdict or _reference_verdict(previous) != _reference_verdict(score)
         record.verdict = verdict
         if score.ready and (
             changed or frame.timestamp_s - record.last_update_event_s >= self._update_event_interval_s
@@ -188,6 +190,7 @@ def _face(
     verdict: str,
     history: tuple[float, ...],
     scored: int,
+    reference: ReferenceMatch | None = None,
 ) -> FaceResult:
     return FaceResult(
         track_id=track.track_id,
@@ -198,7 +201,12 @@ def _face(
         verdict=verdict,
         history=history,
         frames_scored=scored,
+        reference=reference,
     )
+
+
+def _reference_verdict(score: Score | None) -> str | None:
+    return None if score is None or score.reference is None else score.reference.verdict
 
 
 def _box_list(track: Track) -> list[float]:
@@ -212,4 +220,5 @@ def _score_data(record: TrackRecord, track: Track) -> dict[str, Any]:
         "verdict": record.verdict,
         "frames_scored": record.frames_scored,
         "box_xyxy": _box_list(track),
+        **reference_data(score),
     }

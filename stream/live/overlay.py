@@ -50,10 +50,24 @@ def score_colour(p_fake: float, ready: bool) -> tuple[int, int, int]:
     return PALETTE_RGB[step]
 
 
+# What the overlay says about the enrolled person, per reference verdict (``engine.reference``).
+REFERENCE_LABELS = {
+    "match": "is ref",
+    "face_only": "ref face, other head",
+    "head_only": "ref head, other face",
+    "other": "not ref",
+    "unsure": "ref ?",
+}
+
+
 def label_text(face: FaceResult) -> str:
-    """``"#3 FAKE 0.87"``; the probability is ``--`` until the score is ready."""
+    """``"#3 FAKE 0.87"``; the probability is ``--`` until the score is ready. With an enrolled
+    person the comparison follows: ``"#3 REAL 0.10 | is ref"``."""
     probability = f"{face.p_fake:.2f}" if face.ready and not math.isnan(face.p_fake) else "--"
-    return f"#{face.track_id} {face.verdict} {probability}"
+    text = f"#{face.track_id} {face.verdict} {probability}"
+    if face.reference is not None:
+        text += f" | {REFERENCE_LABELS.get(face.reference.verdict, face.reference.verdict)}"
+    return text
 
 
 def draw_overlay(

@@ -43,4 +43,12 @@ class TrackRecord:
             "ready": bool(self.score is not None and self.score.ready),
             "verdict": self.verdict,
             "alerts": self.alerts,
+            **reference_data(self.score),
         }
+
+
+def reference_data(score: Score | None) -> dict[str, Any]:
+    """``{"reference": {...}}`` when the score carries a comparison with the enrolled person, else {}."""
+    if score is None or score.reference is None:
+        return {}
+    return {"reference": score.reference.to_dict()}

@@ -11,6 +11,10 @@ Routes (``/api/*`` and ``/metrics`` need the token when one is set):
 - ``GET /api/sources``: names of the configured server-side sources.
 - ``POST /api/offer``: ``{"type": "offer", "sdp": ..., "source": name|null}`` -> the answer.
 - ``GET /api/sessions``, ``DELETE /api/sessions/{id}``: list and close sessions.
+- ``GET /api/reference``: whether faces can be compared with an enrolled person, and who is.
+- ``PUT /api/reference?name=N``: a JPEG or PNG photo (within the body limit: the page shrinks it
+  first) enrols the person who should be on screen, for every session (``engine.reference``);
+  ``DELETE /api/reference`` forgets them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.reference import Reference, ReferenceError
+from stream.live.reference import decode_reference_photo
+from stream.server.enrolment import Enrolment, reference_json, upload_name
 from stream.server.ice import disable_loopback_candidates, enable_loopback_candidates
 from stream.server.messages import parse_offer
 from stream.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -73,9 +80,11 @@ class Server:
         annotate: Annotator,
         sources: Mapping[str, SourceOpener] | None = None,
         model: ModelInfo | None = None,
+        enrolment: Enrolment | None = None,
     ) -> None:
         self.options = options
         self.model = model or ModelInfo()
+        self.enrolment = enrolment
         self.metrics = ServerMetrics()
         self.sessions: dict[str, PeerSession] = {}
         self._pipeline_factory = pipeline_factory
@@ -203,6 +212,41 @@ class Server:
         logger.info("session %s started (%s)", session.session_id, session.source_id)
         return web.json_response({"type": answer.type, "sdp": answer.sdp, "session_id": session.session_id})
 
+    async def get_reference(self, request: web.Request) -> web.Response:
+        return web.json_response(self._reference_state())
+
+    async def put_reference(self, request: web.Request) -> web.Response:
+        enrolment = self._require_enrolment()
+        if request.content_type not in ("image/jpeg", "image/png"):
+            raise http_error(
+                web.HTTPUnsupportedMediaType,
+                f"the reference photo must be image/jpeg or image/png, got {request.content_type!r:.60}",
+            )
+        name = upload_name(request.query.get("name"))
+        data = await request.read()
+        loop = asyncio.get_running_loop()
+        try:
+            # Detection and encoding run on the inference thread, never on the event loop.
+            reference = await loop.run_in_executor(self.executor, _enrol_upload, enrolment, data, name)
+        except ReferenceError as error:
+            raise http_error(web.HTTPUnprocessableEntity, str(error)) from error
+        logger.info("enrolled %r from the page", reference.name)
+        return web.json_response(self._reference_state())
+
+    async def delete_reference(self, request: web.Request) -> web.Response:
+        self._require_enrolment().set_reference(None)
+        logger.info("the page cleared the enrolled person")
+        return web.json_response(self._reference_state())
+
+    def _require_enrolment(self) -> Enrolment:
+        if self.enrolment is None:
+            raise http_error(web.HTTPNotFound, "this model cannot compare faces with an enrolled person")
+        return self.enrolment
+
+    def _reference_state(self) -> dict[str, Any]:
+        reference = None if self.enrolment is None else self.enrolment.reference
+        return {"available": self.enrolment is not None, "reference": reference_json(reference)}
+
     async def _start_source(self, name: str | None, opener: SourceOpener) -> Source:
         loop = asyncio.get_running_loop()
         try:
@@ -235,13 +279,20 @@ def create_app(
     annotate: Annotator,
     sources: Mapping[str, SourceOpener] | None = None,
     model: ModelInfo | None = None,
+    enrolment: Enrolment | None = None,
 ) -> web.Application:
     """The aiohttp application for ``options``. Sessions build their pipeline with
     ``pipeline_factory`` and draw with ``annotate``; ``sources`` are the server-side inputs the
     page may pick by name; ``model`` is what the page says about the verdicts (default: threshold
-    0.5 and no validated figure)."""
+    0.5 and no validated figure); ``enrolment`` compares faces with a person enrolled from the page
+    (None: the model cannot, and the reference routes answer 404)."""
     server = Server(
-        options, pipeline_factory=pipeline_factory, annotate=annotate, sources=sources, model=model
+        options,
+        pipeline_factory=pipeline_factory,
+        annotate=annotate,
+        sources=sources,
+        model=model,
+        enrolment=enrolment,
     )
     app = web.Application(
         client_max_size=options.max_body_bytes,
@@ -266,6 +317,9 @@ def create_app(
     app.router.add_post("/api/offer", server.offer)
     app.router.add_get("/api/sessions", server.list_sessions)
     app.router.add_delete("/api/sessions/{session_id}", server.delete_session)
+    app.router.add_get("/api/reference", server.get_reference)
+    app.router.add_put("/api/reference", server.put_reference)
+    app.router.add_delete("/api/reference", server.delete_reference)
 
     async def quiet_malformed_http(app: web.Application):  # type: ignore[no-untyped-def]
         log_filter = MalformedHttpLogFilter()
@@ -289,6 +343,10 @@ def create_app(
 
     app.on_shutdown.append(close_sessions)
     return app
+
+
+def _enrol_upload(enrolment: Enrolment, data: bytes, name: str) -> Reference:
+    return enrolment.enrol([(name, decode_reference_photo(data, name))])
 
 
 def _load_assets() -> dict[str, _Asset]:

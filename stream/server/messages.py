@@ -123,6 +123,7 @@ def face_to_json(face: FaceResult) -> dict[str, Any]:
         "ready": bool(face.ready),
         "verdict": face.verdict,
         "frames_scored": int(face.frames_scored),
+        "reference": None if face.reference is None else _json_safe(face.reference.to_dict()),
     }
 
 

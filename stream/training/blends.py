@@ -61,6 +61,21 @@ class CrossBlendParameters:
     sharpen: float
 
 
+# A plainly visible swap for demonstrations and tests: the other face rendered at 160 px,
+# colour-matched, pasted through a soft mask (the README's screenshots, the enrolment tests).
+VISIBLE_SWAP = CrossBlendParameters(
+    swap_resolution_px=160,
+    colour_transfer=0.9,
+    mask_grow=0.0,
+    mask_blur=0.15,
+    deform=0.0,
+    deform_seed=0,
+    poisson=False,
+    blend_ratio=1.0,
+    sharpen=0.5,
+)
+
+
 def sample_cross_parameters(rng: np.random.Generator) -> CrossBlendParameters:
     """Draw one swap recipe; ranges span what live swappers are run with."""
     return CrossBlendParameters(

@@ -181,7 +181,7 @@ def photo_evidence(
             counts = json.loads(str(cached["report"]))
         else:
             if detector is None:
-                detector = detector_factory() if detector_factory else _default_detector()
+                detector = detector_factory() if detector_factory else default_detector()
             chunk_rng = np.random.default_rng([settings.seed, number])
             made = _make_chunk([photos[i] for i in chunk], detector, encoder, pool, chunk_rng, settings)
             cached, counts = made
@@ -201,7 +201,7 @@ def photo_evidence(
     return PhotoEvidence(np.concatenate(real), np.concatenate(fake), np.concatenate(groups), report)
 
 
-def _default_detector() -> FaceFinder:
+def default_detector() -> FaceFinder:
     from tracking.detector import FaceDetector
 
     return FaceDetector(DetectorConfig(max_side_px=None, min_face_size_px=30.0))
@@ -426,7 +426,7 @@ def source_faces(
         for item in items
         if item.kind == "image" and item.label == 0 and item.source not in settings.tight_crop_sources
     ]
-    detector = detector_factory() if detector_factory else _default_detector()
+    detector = detector_factory() if detector_factory else default_detector()
     faces: list[tuple[np.ndarray, np.ndarray]] = []
     seen: set[str] = set()
     for index in np.random.default_rng(seed).permutation(len(photos)):

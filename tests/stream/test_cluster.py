@@ -328,15 +328,23 @@ def test_run_with_ray_checks_its_arguments_before_starting_ray(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoint_args: list[str]) -> None:
+    import cv2
+    from skimage import data
+
     from tests.stream.conftest import run_cli, small_config
 
     video = tmp_path / "clip.mp4"
-    write_demo_video(video, seconds=2.0, fps=15, width=320, height=240)
+    write_demo_video(video, seconds=3.0, fps=15, width=320, height=240)
     frames = count_frames(video)
     events_path, summary_path, out = tmp_path / "e.jsonl", tmp_path / "s.json", tmp_path / "o.mp4"
+    # The demo scene is the astronaut photograph: enrolled, she matches herself on the workers.
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     completed = run_cli(
         "run",
         str(video),
+        "--reference",
+        str(photo),
         "--ray",
         "local",
         "--config",
@@ -364,6 +372,9 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
     assert {event["kind"] for event in events} >= {"track_new", "track_end"}
     assert count_frames(out) == frames
     assert [track["track_id"] for track in summary["tracks"]] == sorted({e["track_id"] for e in events})
+    assert summary["model"]["reference"] == {"name": "astronaut.png", "photos": 1}
+    assert [track["reference"]["verdict"] for track in summary["tracks"]] == ["match"]
+    assert "matches astronaut.png" in completed.stdout
 
 
 def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch: pytest.MonkeyPatch) -> None:

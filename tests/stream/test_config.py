@@ -82,6 +82,8 @@ def test_partial_file_keeps_other_defaults(tmp_path):
         ("source:\n  open_timeout_s: 0\n", r"bad\.yaml: bad value for 'source\.open_timeout_s'"),
         ("scorer:\n  ema_alpha: 2\n", r"bad\.yaml: bad value for 'scorer\.ema_alpha'"),
         ("output:\n  show: maybe\n", r"bad\.yaml: bad value for 'output\.show'"),
+        ("model:\n  reference: alice.jpg\n", r"'model\.reference': expected a list of a string"),
+        ("model:\n  reference: [a.jpg, 3]\n", r"'model\.reference': expected a list of a string"),
         ("pipeline: [1, 2]\n", r"bad\.yaml: section 'pipeline' must be a mapping"),
         ("tracker: {min_hits: 2\n", r"bad\.yaml: not valid YAML"),
         ("- 1\n- 2\n", r"bad\.yaml: expected a mapping of sections, got list"),
@@ -110,3 +112,15 @@ def test_scorer_window_without_min_samples_is_accepted(tmp_path):
     path = tmp_path / "window.yaml"
     path.write_text("scorer:\n  window_size: 8\n")
     assert load_config(path).scorer_overrides == {"window_size": 8}
+
+
+def test_reference_photos_come_from_the_file_and_a_flag_wins(tmp_path):
+    from stream.config import with_model
+
+    path = tmp_path / "ref.yaml"
+    path.write_text("model:\n  reference: [alice.jpg, alice2.png]\n")
+    config = load_config(path)
+    assert config.model.reference == ("alice.jpg", "alice2.png")
+    assert with_model(config, None, None).model.reference == ("alice.jpg", "alice2.png")
+    flagged = with_model(config, "other.pt", ["bob.jpg"])
+    assert flagged.model.reference == ("bob.jpg",) and flagged.model.checkpoint == "other.pt"

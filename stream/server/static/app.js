@@ -12,6 +12,10 @@ const STATS_INTERVAL_MS = 1000;
 // Weight of the newest value in the displayed analysis lag, which swings between tracked frames
 // (a few ms) and detected ones (a detection's time).
 const LAG_SMOOTHING = 0.1;
+// An enrolment photo is shrunk in the browser to this side and JPEG-compressed under this size,
+// so it fits the server's request body limit; a face stays well above MTCNN's smallest size.
+const ENROL_MAX_SIDE_PX = 512;
+const ENROL_MAX_BYTES = 60 * 1024;
 
 const token = new URLSearchParams(location.search).get("token");
 // Keep the token out of the address bar, history and screenshots once it has been read.
@@ -36,6 +40,10 @@ const elements = {
   statFaces: document.getElementById("stat-faces"),
   trustNote: document.getElementById("trust-note"),
   verdictRule: document.getElementById("verdict-rule"),
+  enrolment: document.getElementById("enrolment"),
+  enrolled: document.getElementById("enrolled"),
+  enrolPhoto: document.getElementById("enrol-photo"),
+  forgetReference: document.getElementById("forget-reference"),
 };
 const chart = new ScoreChart(document.getElementById("score-chart"));
 
@@ -53,6 +61,8 @@ const state = {
   alerts: [],
   errors: [],
   startedAt: 0,
+  // GET/PUT/DELETE /api/reference's last answer: {available, reference: {name, photos} | null}.
+  reference: null,
   // The server accepted this page's token (GET /api/model answered); nothing is captured before.
   authorized: false,
   // Camera and screen capture exist only in a secure context (HTTPS, or localhost).
@@ -145,7 +155,7 @@ async function authorize() {
     setStatus("No access yet: see the message below.");
   }
   setRunning(false);
-  if (state.authorized) await loadSources();
+  if (state.authorized) await Promise.all([loadSources(), loadReference()]);
 }
 
 function formatMs(value) {
@@ -189,6 +199,21 @@ function waitForIceGathering(pc) {
   });
 }
 
+// The comparison with the enrolled person (deepwatch serve --reference), in words; "–" when
+// nobody is enrolled. Verdicts as engine/reference.py names them.
+const REFERENCE_WORDS = {
+  match: "matches",
+  face_only: "face matches, head does not",
+  head_only: "head matches, face does not",
+  other: "someone else",
+  unsure: "…",
+};
+
+function referenceText(reference) {
+  if (!reference) return "–";
+  return REFERENCE_WORDS[reference.verdict] || reference.verdict;
+}
+
 function onScores(message) {
   state.scoresMessages += 1;
   state.lastScores = message;
@@ -209,6 +234,7 @@ function onScores(message) {
       face.verdict,
       face.ready && face.p_fake !== null ? face.p_fake.toFixed(2) : "…",
       String(face.frames_scored),
+      referenceText(face.reference),
     ];
     cells.forEach((text, i) => {
       const cell = document.createElement("td");
@@ -362,6 +388,62 @@ async function loadSources() {
   }
 }
 
+function showReference(answer) {
+  state.reference = answer;
+  elements.enrolment.hidden = !answer.available;
+  elements.enrolled.textContent = answer.reference
+    ? `Enrolled: ${answer.reference.name}. Every face is compared with them.`
+    : "Nobody enrolled.";
+  elements.forgetReference.disabled = !answer.reference;
+}
+
+async function loadReference() {
+  try {
+    showReference(await api("/api/reference"));
+  } catch (error) {
+    showError(`cannot read the enrolled person: ${error.message}`);
+  }
+}
+
+async function shrinkPhoto(file) {
+  const bitmap = await createImageBitmap(file);
+  const scale = Math.min(1, ENROL_MAX_SIDE_PX / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  for (const quality of [0.9, 0.8, 0.7, 0.55, 0.4]) {
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", quality));
+    if (blob && blob.size <= ENROL_MAX_BYTES) return blob;
+  }
+  throw new Error("the photo stays too large after shrinking it; crop it around the face");
+}
+
+async function enrolPhoto(file) {
+  if (!file) return;
+  elements.enrolled.textContent = `Enrolling ${file.name}…`;
+  try {
+    const headers = { "Content-Type": "image/jpeg" };
+    if (token) headers["X-Deepwatch-Token"] = token;
+    const response = await fetch(`/api/reference?name=${encodeURIComponent(file.name)}`, {
+      method: "PUT",
+      headers,
+      body: await shrinkPhoto(file),
+    });
+    const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    if (!response.ok) throw new Error(`cannot enrol ${file.name}: ${body.error}`);
+    showReference(body);
+  } finally {
+    elements.enrolPhoto.value = "";
+    if (state.reference) showReference(state.reference);
+  }
+}
+
+async function forgetReference() {
+  showReference(await api("/api/reference", { method: "DELETE" }));
+}
+
 function report(promise) {
   promise.catch((error) => showError(error.message || String(error)));
 }
@@ -371,6 +453,8 @@ elements.screen.addEventListener("click", () => report(startScreen()));
 elements.watchSource.addEventListener("click", () => report(startSource(elements.sourceSelect.value)));
 elements.sourceSelect.addEventListener("change", () => setRunning(Boolean(state.pc)));
 elements.stop.addEventListener("click", () => report(stop()));
+elements.enrolPhoto.addEventListener("change", () => report(enrolPhoto(elements.enrolPhoto.files[0])));
+elements.forgetReference.addEventListener("click", () => report(forgetReference()));
 window.addEventListener("pagehide", () => {
   if (state.sessionId) {
     fetch(`/api/sessions/${state.sessionId}`, { method: "DELETE", headers: apiHeaders(), keepalive: true });

@@ -36,6 +36,7 @@ async def serving(
     recorder: PipelineRecorder | None = None,
     sources: dict[str, SourceOpener] | None = None,
     model: ModelInfo | None = None,
+    enrolment: Any = None,
     **option_values: Any,
 ) -> AsyncIterator[TestClient]:
     values: dict[str, Any] = {"port": 0, "allow_loopback_ice": True, "idle_timeout_s": 5.0} | option_values
@@ -45,6 +46,7 @@ async def serving(
         annotate=overlay_annotator(),
         sources=sources,
         model=model,
+        enrolment=enrolment,
     )
     async with TestClient(TestServer(app)) as client:
         yield client
@@ -191,6 +193,9 @@ def test_token_is_required_on_every_api_route_and_metrics() -> None:
                 ("GET", "/api/sessions"),
                 ("POST", "/api/offer"),
                 ("DELETE", "/api/sessions/abc"),
+                ("GET", "/api/reference"),
+                ("PUT", "/api/reference"),
+                ("DELETE", "/api/reference"),
                 ("GET", "/metrics"),
             ):
                 for headers in (

@@ -194,3 +194,56 @@ def test_plain_http_on_a_network_name_says_camera_sharing_needs_https(
     refused = page.evaluate("window.deepwatch.startCamera().then(() => 'started', e => e.message)")
     assert refused == message
     assert page.evaluate("window.deepwatch.state.localStream") is None
+
+
+def test_the_page_enrols_a_shrunk_photo_reports_a_faceless_one_and_forgets(
+    browser: Any, tmp_path: Any
+) -> None:
+    import cv2
+    import numpy as np
+
+    from tests.stream.server.test_enrolment import RecordingEnrolment
+
+    enrolment = RecordingEnrolment()
+    app = create_app(
+        ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True),
+        pipeline_factory=PipelineRecorder(),
+        annotate=overlay_annotator(MODEL.threshold),
+        model=MODEL,
+        enrolment=enrolment,
+    )
+    # A camera-sized photo, far over the server's 64 KiB body limit as a PNG.
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(40, 220, 1600, dtype=np.float32)[None, :, None]
+    big = np.clip(ramp + rng.normal(0, 3, (1200, 1600, 3)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "big photo.png"), big)
+    cv2.imwrite(str(tmp_path / "wall.png"), np.zeros((300, 400, 3), np.uint8))
+    assert (tmp_path / "big photo.png").stat().st_size > 64 * 1024
+    with running(app) as server:
+        page = new_page(browser, server.url.rstrip("/"))
+        page.goto(f"{server.url}?token={TOKEN}")
+        wait_for(page, "window.deepwatch && window.deepwatch.state.reference", 20, "the enrolment state")
+        assert page.is_visible("#enrolment") and page.inner_text("#enrolled") == "Nobody enrolled."
+        assert page.is_disabled("#forget-reference")
+        page.set_input_files("#enrol-photo", str(tmp_path / "big photo.png"))
+        wait_for(page, "(r => r && r.reference)(window.deepwatch.state.reference)", 20, "the enrolment")
+        assert page.inner_text("#enrolled") == "Enrolled: big photo.png. Every face is compared with them."
+        # The browser shrank it to 512 px on its longer side before sending it.
+        assert enrolment.photos == [("big photo.png", (384, 512, 3))]
+        page.set_input_files("#enrol-photo", str(tmp_path / "wall.png"))
+        wait_for(page, "window.deepwatch.state.errors.length", 20, "the refusal")
+        assert "cannot enrol wall.png: no face found in reference photo wall.png" in page.inner_text("#error")
+        assert page.inner_text("#enrolled").startswith("Enrolled: big photo.png.")
+        page.click("#forget-reference")
+        wait_for(page, "!window.deepwatch.state.reference.reference", 20, "the person forgotten")
+        assert page.inner_text("#enrolled") == "Nobody enrolled." and enrolment.reference is None
+
+
+def test_the_enrolment_controls_stay_hidden_when_the_model_cannot_compare(
+    server: ServerThread, browser: Any
+) -> None:
+    page = new_page(browser, server.url.rstrip("/"))
+    page.goto(f"{server.url}?token={TOKEN}")
+    wait_for(page, "window.deepwatch && window.deepwatch.state.reference", 20, "the enrolment state")
+    assert page.evaluate("window.deepwatch.state.reference") == {"available": False, "reference": None}
+    assert not page.is_visible("#enrolment")

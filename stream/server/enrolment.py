@@ -1,0 +1,40 @@
+"""What the server needs to enrol the person who should be on screen from the page.
+
+``stream.live.app.PipelineComponents`` is the real one: its ``enrol`` runs the live chain's detector,
+crop and encoder on the photo and hands the reference to every scorer (``engine.reference``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.reference import Reference
+
+# An uploaded photo's name as the page shows it: printable, at most this long.
+MAX_NAME_CHARS = 80
+DEFAULT_UPLOAD_NAME = "uploaded photo"
+
+
+class Enrolment(Protocol):
+    @property
+    def reference(self) -> Reference | None: ...
+
+    def enrol(self, photos: Sequence[tuple[str, np.ndarray]]) -> Reference:
+        """Enrol the person in ``(name, RGB image)`` photos; ``ReferenceError`` when a photo
+        shows no face."""
+        ...
+
+    def set_reference(self, reference: Reference | None) -> None: ...
+
+
+def upload_name(raw: str | None) -> str:
+    """The ``name`` query parameter made safe to show and log: printable characters only, trimmed."""
+    text = "".join(char for char in (raw or "") if char.isprintable()).strip()[:MAX_NAME_CHARS]
+    return text or DEFAULT_UPLOAD_NAME
+
+
+def reference_json(reference: Reference | None) -> dict[str, Any] | None:
+    return None if reference is None else {"name": reference.name, "photos": reference.photos}
