@@ -105,6 +105,8 @@ class ScorerCheckpoint:
             model was not calibrated (then ``threshold`` is the only decision threshold).
         reference: thresholds for comparing faces with an enrolled person (``engine.reference``);
             None when not calibrated (then ``--reference`` is refused).
+        precision_calibrations: calibrations of the same head on the same held-out reals embedded
+            at another encoder precision (``"int8"``); ``calibration_for`` picks one.
         path: where it was loaded from (None when built in memory).
     """
 
@@ -123,6 +125,7 @@ class ScorerCheckpoint:
     crop: CropSettings | None = None
     calibration: Calibration | None = None
     reference: ReferenceThresholds | None = None
+    precision_calibrations: dict[str, Calibration] = field(default_factory=dict)
     path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -206,6 +209,27 @@ class ScorerCheckpoint:
         """A copy calibrated on real faces; its ``threshold`` becomes the 5 % per-track one."""
         return replace(self, calibration=calibration, threshold=calibration.track[0.05], threshold_fpr=0.05)
 
+    def with_precision_calibration(self, calibration: Calibration) -> ScorerCheckpoint:
+        """A copy that also holds ``calibration`` for its encoder precision (not fp32's)."""
+        if calibration.encoder_precision == "fp32":
+            raise CheckpointError("the fp32 calibration is the checkpoint's own: use with_calibration")
+        return replace(
+            self,
+            precision_calibrations={
+                **self.precision_calibrations,
+                calibration.encoder_precision: calibration,
+            },
+        )
+
+    def calibration_for(self, precision: str) -> Calibration | None:
+        """The calibration measured at ``precision`` when the checkpoint has one, else the primary one."""
+        return self.precision_calibrations.get(precision, self.calibration)
+
+    def threshold_for(self, precision: str) -> float:
+        """The FAKE threshold for an encoder at ``precision``: its calibration's 5 % per-track one."""
+        calibration = self.precision_calibrations.get(precision)
+        return calibration.track[0.05] if calibration is not None else self.threshold
+
     def with_threshold(self, threshold: float, threshold_fpr: float) -> ScorerCheckpoint:
         """A copy with another calibrated threshold."""
         return replace(self, threshold=threshold, threshold_fpr=threshold_fpr)
@@ -234,6 +258,10 @@ class ScorerCheckpoint:
             "crop": None if self.crop is None else asdict(self.crop),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),
+            "precision_calibrations": {
+                precision: calibration.to_dict()
+                for precision, calibration in self.precision_calibrations.items()
+            },
         }
 
     def save(self, path: str | Path) -> Path:
@@ -292,6 +320,7 @@ def load_checkpoint(
             crop=_crop_settings(raw, file),
             calibration=_calibration(raw, file),
             reference=_reference(raw, file),
+            precision_calibrations=_precision_calibrations(raw, file),
             path=file,
         )
     except KeyError as error:
@@ -326,6 +355,21 @@ def _calibration(raw: dict[str, Any], file: Path) -> Calibration | None:
         raise CheckpointError(
             f"checkpoint {file}: unreadable calibration {raw['calibration']!r}: {error}"
         ) from error
+
+
+def _precision_calibrations(raw: dict[str, Any], file: Path) -> dict[str, Calibration]:
+    entries = raw.get("precision_calibrations") or {}
+    try:
+        calibrations = {str(precision): Calibration.from_dict(entry) for precision, entry in entries.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {file}: unreadable precision calibrations: {error}") from error
+    for precision, calibration in calibrations.items():
+        if calibration.encoder_precision != precision or precision == "fp32":
+            raise CheckpointError(
+                f"checkpoint {file}: the {precision!r} calibration says it was measured at "
+                f"{calibration.encoder_precision!r}"
+            )
+    return calibrations
 
 
 def _reference(raw: dict[str, Any], file: Path) -> ReferenceThresholds | None:

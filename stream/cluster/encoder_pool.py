@@ -147,6 +147,17 @@ class PooledEncoder:
         if not workers:
             raise ValueError("PooledEncoder needs at least one encoder actor, got none")
         self._worker = workers[zlib.crc32(stream_id.encode()) % len(workers)]
+        self._precision: str | None = None
+
+    @property
+    def precision(self) -> str:
+        """The precision the pool actor encodes at (asked once), so the stream's pipeline uses the
+        thresholds calibrated for it."""
+        if self._precision is None:
+            import ray
+
+            self._precision = str(ray.get(self._worker.stats.remote()).get("precision") or "fp32")
+        return self._precision
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         import ray

@@ -95,7 +95,7 @@ class AppStages:
             encoder.precision,
         )
         warning = precision_mismatch(
-            checkpoint.calibration, encoder.precision, self.config.pipeline.threshold
+            checkpoint.calibration_for(encoder.precision), encoder.precision, self.config.pipeline.threshold
         )
         if warning:
             logger.warning("%s", warning)
@@ -105,9 +105,10 @@ class AppStages:
         from engine.checkpoint import load_checkpoint
 
         configured = self.config.pipeline.threshold
-        return (
-            configured if configured is not None else load_checkpoint(self.config.model.checkpoint).threshold
-        )
+        if configured is not None:
+            return configured
+        # The pool's precision is settled on its nodes ("auto" there); an explicit one picks its thresholds.
+        return load_checkpoint(self.config.model.checkpoint).threshold_for(self.config.encoder.precision)
 
     def _set_threads(self) -> None:
         if self.config.pipeline.torch_threads is not None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import engine
-from engine.calibration import precision_mismatch
+from engine.calibration import Calibration, precision_mismatch
 from engine.checkpoint import CheckpointError, CropSettings, ScorerCheckpoint, load_checkpoint, open_encoder
 from engine.config import EncoderConfig
 from engine.evidence import FEATURES
@@ -92,14 +92,27 @@ class PipelineComponents:
     )
 
     @property
+    def precision(self) -> str:
+        """The precision the encoder runs at (fp32 when it does not say)."""
+        return str(getattr(self.encoder, "precision", "fp32"))
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The checkpoint's calibration for the encoder's precision (its int8 one when it has it)."""
+        return self.checkpoint.calibration_for(self.precision)
+
+    @property
     def threshold(self) -> float:
-        """The FAKE threshold in use: the config's, else the checkpoint's (calibrated: 5 % per track)."""
-        return resolve_threshold(self.config.pipeline.threshold, self.checkpoint.threshold)
+        """The FAKE threshold in use: the config's, else the checkpoint's (calibrated: 5 % per track,
+        at the encoder's precision when the checkpoint was calibrated at it)."""
+        return resolve_threshold(
+            self.config.pipeline.threshold, self.checkpoint.threshold_for(self.precision)
+        )
 
     @property
     def real_threshold(self) -> float | None:
         """The calibrated REAL bound (5 % per window); None with a configured threshold or none."""
-        calibration = self.checkpoint.calibration
+        calibration = self.calibration
         if self.config.pipeline.threshold is not None or calibration is None:
             return None
         return calibration.verdict_thresholds()[0]
@@ -107,7 +120,7 @@ class PipelineComponents:
     @property
     def alert_threshold(self) -> float:
         """The config's, else the calibrated 1 % per-track threshold, else the FAKE threshold."""
-        calibration = self.checkpoint.calibration
+        calibration = self.calibration
         if self.config.alerts.threshold is not None:
             return self.config.alerts.threshold
         if self.config.pipeline.threshold is None and calibration is not None:
@@ -224,9 +237,7 @@ class PipelineComponents:
             "real_threshold": self.real_threshold,
             "calibrated": self.checkpoint.calibration is not None,
             "encoder_precision": self.encoder.precision,
-            "calibrated_precision": (
-                self.checkpoint.calibration.encoder_precision if self.checkpoint.calibration else None
-            ),
+            "calibrated_precision": self.calibration.encoder_precision if self.calibration else None,
             "reference": self._describe_reference(),
         }
 
@@ -279,12 +290,14 @@ def load_components(config: LiveSettings) -> PipelineComponents:
         checkpoint.path,
         checkpoint.window_size,
         checkpoint.sample_rate_hz,
-        resolve_threshold(config.pipeline.threshold, checkpoint.threshold),
+        resolve_threshold(config.pipeline.threshold, checkpoint.threshold_for(encoder.precision)),
         encoder.weights_id,
         encoder.backend_name,
         encoder.precision,
     )
-    warning = precision_mismatch(checkpoint.calibration, encoder.precision, config.pipeline.threshold)
+    warning = precision_mismatch(
+        checkpoint.calibration_for(encoder.precision), encoder.precision, config.pipeline.threshold
+    )
     if warning:
         logger.warning("%s", warning)
     reference = None

@@ -181,7 +181,7 @@ def train_identity(
         losses = fit_sequence(head, np.concatenate(windows), np.asarray(labels), recipe.sequence)
         report["sequence_loss_last50"] = float(np.mean(losses[-50:]))
     head.eval()
-    calibration = _calibrate(
+    calibration = calibrate_head(
         head,
         photos.real[held_photos],
         [fairness_group(group) for group in photos.groups[held_photos]],
@@ -239,7 +239,7 @@ def fairness_group(person: str) -> str:
 UTKFACE_RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "other"}
 
 
-def _calibrate(
+def calibrate_head(
     head: torch.nn.Module,
     held_real_photos: np.ndarray,
     photo_groups: list[str],

@@ -157,3 +157,8 @@ def test_shipped_default_checkpoint() -> None:
     real_bound, fake_above = calibration.verdict_thresholds()
     assert scorer.score_window(np.concatenate([person, person], axis=1)) <= real_bound
     assert scorer.score_window(np.concatenate([person, -other], axis=1)) > fake_above
+    # Its thresholds were also set at int8, on the same held-out reals embedded by the int8 encoder.
+    int8 = checkpoint.precision_calibrations["int8"]
+    assert int8.encoder_precision == "int8" and int8.real_tracks == calibration.real_tracks
+    assert checkpoint.threshold_for("int8") == int8.track[0.05] != checkpoint.threshold
+    assert checkpoint.calibration_for("fp32") is calibration
