@@ -9,8 +9,9 @@ no frame of ../shared/data ends up in the repository:
   onto the astronaut's landmarks, colour-matched, through a feathered mask); not a real deepfake.
 
 The page is the real one, over HTTPS with a self-signed certificate, with the shipped model; the
-videos are played as server-side sources. Needs Debian's chromium and playwright (as the browser
-tests). Run: ``python docs/make_screenshots.py`` (about a minute on 2 cores).
+videos are played as server-side sources. The astronaut photograph is enrolled through the page
+first ("Enrol a photo…"), so the table also compares each face with her. Needs Debian's chromium
+and playwright (as the browser tests). Run: ``python docs/make_screenshots.py`` (about a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ def main() -> None:
             components.config.source,
         ),
         model=model_info(components),
+        enrolment=components,
     )
+    astronaut_photo = folder / "astronaut.png"
+    cv2.imwrite(str(astronaut_photo), cv2.cvtColor(packaged_faces(1)[0], cv2.COLOR_RGB2BGR))
     context = server_ssl_context(str(files.cert_path), str(files.key_path))
     with running(app, context) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -135,9 +139,15 @@ def main() -> None:
         page.goto(f"{server.url}?token={TOKEN}")
         wait_for(page, "window.deepwatch && window.deepwatch.state.authorized", 30, "the page")
         wait_for(page, "document.querySelectorAll('#source-select option').length === 3", 30, "sources")
+        page.set_input_files("#enrol-photo", str(astronaut_photo))
+        wait_for(page, "(r => r && r.reference)(window.deepwatch.state.reference)", 60, "the enrolment")
         for source, name in (("demo-real", "serve-real.png"), ("demo-face-swapped", "serve-fake.png")):
             message = shoot(page, source, REPO / "docs" / name)
-            faces = [(f["verdict"], f["p_fake"]) for f in message["faces"] if f["ready"]]
+            faces = [
+                (f["verdict"], f["p_fake"], (f["reference"] or {}).get("verdict"))
+                for f in message["faces"]
+                if f["ready"]
+            ]
             print(f"{name}: {faces}")
         browser.close()
     components.close()

@@ -6,16 +6,20 @@ crop and encoder on the photo and hands the reference to every scorer (``engine.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from engine.reference import Reference
+from engine.reference import Reference, ReferenceError
 
 # An uploaded photo's name as the page shows it: printable, at most this long.
 MAX_NAME_CHARS = 80
 DEFAULT_UPLOAD_NAME = "uploaded photo"
+# Longest side of an uploaded photo (the page sends 512 px): a few KiB of PNG can declare an image
+# of gigapixels, so the size is read from the header and checked before anything decodes it.
+MAX_UPLOAD_SIDE_PX = 4096
 
 
 class Enrolment(Protocol):
@@ -28,6 +32,24 @@ class Enrolment(Protocol):
         ...
 
     def set_reference(self, reference: Reference | None) -> None: ...
+
+
+def check_upload_size(data: bytes, name: str) -> None:
+    """``ReferenceError`` unless the photo's header declares at most ``MAX_UPLOAD_SIDE_PX`` a side.
+
+    Bytes that are no image pass here; decoding them fails afterwards with its own message.
+    """
+    from PIL import Image, UnidentifiedImageError  # scikit-image's dependency; reads headers only
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return
+    if max(width, height) > MAX_UPLOAD_SIDE_PX:
+        raise ReferenceError(
+            f"reference photo {name} is {width} x {height} px: send at most {MAX_UPLOAD_SIDE_PX} px a side"
+        )
 
 
 def upload_name(raw: str | None) -> str:

@@ -393,7 +393,7 @@ def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch
         built.append(config)
         return fakes.RecordingEncoder()
 
-    uncalibrated = types.SimpleNamespace(calibration=None)
+    uncalibrated = types.SimpleNamespace(calibration=None, calibration_for=lambda precision: None)
     monkeypatch.setattr(engine.checkpoint, "load_checkpoint", lambda path: uncalibrated)
     monkeypatch.setattr(engine.checkpoint, "open_encoder", fake_open)
     monkeypatch.setattr(stream.calibration, "with_calibration", lambda config: config)

@@ -79,6 +79,12 @@ def test_reference_routes_enrol_refuse_and_forget() -> None:
             black = png_bytes(np.zeros((48, 64, 3), np.uint8))
             faceless = await client.put("/api/reference?name=wall.png", data=black, headers=PNG)
             assert "no face found in reference photo wall.png" in await json_error(faceless, 422)
+            # A few KiB that declare a huge image are refused from the header, before decoding.
+            huge = png_bytes(np.zeros((60, 9000, 3), np.uint8))
+            assert len(huge) < 64 * 1024
+            refused = await client.put("/api/reference?name=huge.png", data=huge, headers=PNG)
+            assert "huge.png is 9000 x 60 px: send at most 4096 px a side" in await json_error(refused, 422)
+            assert all(name != "huge.png" for name, _ in enrolment.photos)
             state = await (await client.get("/api/reference", headers=HEADERS)).json()
             assert state["reference"] == {"name": "alice.png", "photos": 1}
             too_big = await client.put("/api/reference", data=b"\0" * (65 * 1024), headers=PNG)
