@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class PipelineComponents:
     _reference_scorers: weakref.WeakSet[ReferenceScorer] = field(
         default_factory=weakref.WeakSet, init=False, repr=False
     )
+    # Held while a scorer is made or a person enrolled: a scorer made during an enrolment (a page
+    # session starting) gets the new person, never the old one.
+    _reference_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def precision(self) -> str:
@@ -178,8 +182,9 @@ class PipelineComponents:
         thresholds = self.checkpoint.reference
         if thresholds is None or not self.can_enrol:
             return scorer
-        wrapped = ReferenceScorer(scorer, thresholds, self.reference)
-        self._reference_scorers.add(wrapped)
+        with self._reference_lock:
+            wrapped = ReferenceScorer(scorer, thresholds, self.reference)
+            self._reference_scorers.add(wrapped)
         return wrapped
 
     @property
@@ -197,15 +202,17 @@ class PipelineComponents:
         """
         if not self.can_enrol:
             raise ReferenceError(_cannot_enrol(self.checkpoint))
+        _warn_on_reference_precision(self.checkpoint, self.precision)
         reference = enrol_images(photos, self.detector, self.encoder, self.config.crop)
         self.set_reference(reference)
         return reference
 
     def set_reference(self, reference: Reference | None) -> None:
         """Enrol ``reference`` (None: nobody) in every scorer made from these components."""
-        self.reference = reference
-        for scorer in list(self._reference_scorers):
-            scorer.set_reference(reference)
+        with self._reference_lock:
+            self.reference = reference
+            for scorer in list(self._reference_scorers):
+                scorer.set_reference(reference)
 
     def _pipeline(self, stages: SharedStages) -> Pipeline:
         config = self.config
@@ -330,11 +337,16 @@ def _enrol(
     """The enrolled person of ``model.reference``; refused when the model cannot compare."""
     if head_features(checkpoint.head_type) != FEATURES or checkpoint.reference is None:
         raise ReferenceError(_cannot_enrol(checkpoint))
-    if checkpoint.reference.encoder_precision != encoder.precision:
+    _warn_on_reference_precision(checkpoint, encoder.precision)
+    return enrol(config.model.reference, detector, encoder, config.crop)
+
+
+def _warn_on_reference_precision(checkpoint: ScorerCheckpoint, precision: str) -> None:
+    thresholds = checkpoint.reference
+    if thresholds is not None and thresholds.encoder_precision != precision:
         logger.warning(
             "the reference thresholds were set on %s embeddings and the encoder runs %s: "
             "genuine faces may fail to match more often than stated",
-            checkpoint.reference.encoder_precision,
-            encoder.precision,
+            thresholds.encoder_precision,
+            precision,
         )
-    return enrol(config.model.reference, detector, encoder, config.crop)
