@@ -7,6 +7,7 @@ crop and encoder on the photo and hands the reference to every scorer (``engine.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -42,8 +43,16 @@ def check_upload_size(data: bytes, name: str) -> None:
     from PIL import Image, UnidentifiedImageError  # scikit-image's dependency; reads headers only
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
+        with warnings.catch_warnings():
+            # Pillow warns above ~89 M pixels: such a photo is refused below (its sides exceed the limit).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as error:
+        # Pillow refuses to open images of hundreds of megapixels at all.
+        raise ReferenceError(
+            f"reference photo {name} declares too many pixels: send at most {MAX_UPLOAD_SIDE_PX} px a side"
+        ) from error
     except (UnidentifiedImageError, OSError, ValueError):
         return
     if max(width, height) > MAX_UPLOAD_SIDE_PX:

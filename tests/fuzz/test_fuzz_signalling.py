@@ -1,7 +1,8 @@
 """Property-based fuzzing of the signalling API (``stream.server``) with hypothesis.
 
 Random methods, paths, headers, tokens and bodies (random JSON, mutated real SDP offers, random
-bytes, oversized bodies), and raw HTTP bytes on the socket, against an in-process aiohttp server
+bytes, oversized bodies), enrolment photo uploads (mutated PNG and JPEG files, headers declaring
+huge images, wrong types), and raw HTTP bytes on the socket, against an in-process aiohttp server
 with a fake pipeline. Every request must end in a clear answer: 2xx, or a 4xx whose body is JSON
 naming the problem (503 only for the session limit), never a 5xx, a logged traceback or a hang;
 ``/healthz`` still answers afterwards. Derandomised, so CI runs the same cases every time.
@@ -11,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, Phase, given, settings
@@ -25,6 +30,7 @@ from stream.server.options import ServerOptions
 from stream.server.peer import overlay_annotator
 from tests.fuzz.cases import ErrorRecords, json_values, scaled
 from tests.stream.server.fakes import ClientPeer, PipelineRecorder, SolidTrack
+from tests.stream.server.test_enrolment import RecordingEnrolment, declared_png
 
 TOKEN = "fuzz-token-0123456789abcdef"
 # Cases per surface, sized so that all fuzz tests together stay within ~3 min of CI on 2 cores.
@@ -32,6 +38,8 @@ REQUEST_CASES = scaled(2500)
 # An offer that parses costs a peer connection (~50 ms): fewer of them.
 OFFER_CASES = scaled(600)
 RAW_HTTP_CASES = scaled(1500)
+# An upload that decodes is enrolled by a recording enrolment (no model): cheap.
+UPLOAD_CASES = scaled(500)
 MAX_BODY_BYTES = 16 * 1024
 # A server answer slower than this is a hang (a negotiation is bounded by 5 s below).
 ANSWER_TIMEOUT_S = 10.0
@@ -57,6 +65,7 @@ PATHS = [
     "/api/offer",
     "/api/sessions",
     "/api/sessions/0123456789abcdef",
+    "/api/reference",
     "/api/",
     "/api//offer",
 ]
@@ -107,6 +116,7 @@ def harness() -> Iterator[Harness]:
         ),
         pipeline_factory=PipelineRecorder(),
         annotate=overlay_annotator(),
+        enrolment=RecordingEnrolment(),
     )
     client = TestClient(TestServer(app), loop=loop)
     loop.run_until_complete(client.start_server())
@@ -252,6 +262,51 @@ def offers(real_offer: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def _photo(extension: str) -> bytes:
+    ramp = np.linspace(30, 220, 64, dtype=np.float32)
+    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:48, None], np.float32(128)), axis=-1)
+    ok, encoded = cv2.imencode(extension, image.astype(np.uint8))
+    assert ok
+    return encoded.tobytes()
+
+
+@st.composite
+def photo_bodies(draw: st.DrawFn) -> bytes:
+    """A real small PNG or JPEG, truncated, with bytes flipped, or with its PNG header declaring
+    another size (CRC fixed or not); declared giants; random bytes."""
+    kind = draw(st.sampled_from(["png", "jpeg", "giant", "random"]))
+    if kind == "random":
+        return draw(st.binary(max_size=200))
+    if kind == "giant":
+        return declared_png(draw(st.integers(0, 2**31 - 1)), draw(st.integers(0, 2**31 - 1)))
+    data = bytearray(_photo(".png" if kind == "png" else ".jpg"))
+    if kind == "png" and draw(st.booleans()):
+        data[16:24] = struct.pack(">II", draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
+        if draw(st.booleans()):
+            data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    for position, value in draw(
+        st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), max_size=8)
+    ):
+        data[position] = value
+    return bytes(data[: draw(st.integers(0, len(data)))]) if draw(st.booleans()) else bytes(data)
+
+
+def uploads() -> st.SearchStrategy[dict[str, Any]]:
+    """``PUT /api/reference`` with the right token, so the photo reaches the decoders."""
+    return st.builds(
+        lambda body, content_type, name: {
+            "method": "PUT",
+            "path": "/api/reference",
+            "headers": {"X-Deepwatch-Token": TOKEN, "Content-Type": content_type},
+            "params": {} if name is None else {"name": name},
+            "data": body,
+        },
+        photo_bodies(),
+        st.sampled_from(["image/png", "image/jpeg", "image/png", "image/jpeg", "image/gif", "text/plain"]),
+        st.none() | st.text(max_size=120),
+    )
+
+
 async def send(client: TestClient, request: dict[str, Any]) -> tuple[int, bytes, str]:
     response = await client.request(
         request["method"],
@@ -284,12 +339,12 @@ def check_answer(status: int, body: bytes, content_type: str, request: dict[str,
             assert error["error"].startswith("session limit reached"), error
 
 
-@pytest.mark.parametrize("surface", ["requests", "offers"])
+@pytest.mark.parametrize("surface", ["requests", "offers", "uploads"])
 def test_random_requests_and_offers_get_clear_answers(harness: Harness, surface: str) -> None:
     cases: list[int] = []
     errors = ErrorRecords()
-    strategy = requests() if surface == "requests" else offers(harness.real_offer)
-    examples = REQUEST_CASES if surface == "requests" else OFFER_CASES
+    strategy = {"requests": requests(), "offers": offers(harness.real_offer), "uploads": uploads()}[surface]
+    examples = {"requests": REQUEST_CASES, "offers": OFFER_CASES, "uploads": UPLOAD_CASES}[surface]
 
     @settings(max_examples=examples, **FUZZ_SETTINGS)
     @given(request=strategy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 
 import cv2
@@ -22,6 +24,21 @@ def jpeg_bytes(image: np.ndarray, quality: int = 85) -> bytes:
     )
     assert ok
     return encoded.tobytes()
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header declares ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -84,7 +101,11 @@ def test_reference_routes_enrol_refuse_and_forget() -> None:
             assert len(huge) < 64 * 1024
             refused = await client.put("/api/reference?name=huge.png", data=huge, headers=PNG)
             assert "huge.png is 9000 x 60 px: send at most 4096 px a side" in await json_error(refused, 422)
-            assert all(name != "huge.png" for name, _ in enrolment.photos)
+            bomb = await client.put(
+                "/api/reference?name=bomb.png", data=declared_png(30000, 30000), headers=PNG
+            )
+            assert "bomb.png declares too many pixels" in await json_error(bomb, 422)
+            assert all(name not in ("huge.png", "bomb.png") for name, _ in enrolment.photos)
             state = await (await client.get("/api/reference", headers=HEADERS)).json()
             assert state["reference"] == {"name": "alice.png", "photos": 1}
             too_big = await client.put("/api/reference", data=b"\0" * (65 * 1024), headers=PNG)
