@@ -51,13 +51,21 @@ def crop_faces(image: np.ndarray, tracks: Sequence[Track], config: CropConfig | 
     size = config.size_px
     crops = np.zeros((len(tracks), size, size, 3), dtype=np.uint8)
     for index, track in enumerate(tracks):
-        matrix = None
-        if config.mode == "aligned" and track.landmarks_5x2 is not None:
-            matrix = aligned_transform(track.landmarks_5x2, size, config.margin)
-        if matrix is None:
-            matrix = box_transform(track.box_xyxy, size, config.margin)
-        crops[index] = warp_crop(image, matrix, size)
+        crops[index] = face_crop(image, track.box_xyxy, track.landmarks_5x2, config)
     return crops
+
+
+def face_crop(
+    image: np.ndarray, box_xyxy: np.ndarray, landmarks_5x2: np.ndarray | None, config: CropConfig
+) -> np.ndarray:
+    """One face's crop (size_px x size_px x 3 uint8): aligned on its landmarks in "aligned" mode
+    when they are usable, else a box crop (``crop_faces``' rule for each track)."""
+    matrix = None
+    if config.mode == "aligned" and landmarks_5x2 is not None:
+        matrix = aligned_transform(landmarks_5x2, config.size_px, config.margin)
+    if matrix is None:
+        matrix = box_transform(box_xyxy, config.size_px, config.margin)
+    return warp_crop(image, matrix, config.size_px)
 
 
 def box_transform(box_xyxy: np.ndarray, size_px: int, margin: float) -> np.ndarray:

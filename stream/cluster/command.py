@@ -171,20 +171,12 @@ def run_on_ray(
 def reference_photos(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
     """``(name, bytes)`` of each enrolment photo, each checked to decode as an image here, on the
     driver, so a wrong file fails before any actor starts (faces are found on the workers)."""
-    from stream.live.reference import decode_reference_photo
+    from stream.live.reference import decode_reference_photo, photo_bytes
 
-    photos = []
-    for raw in paths:
-        path = Path(raw)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise ReferenceError(
-                f"reference photo not found or unreadable: {path} ({error.strerror})"
-            ) from error
-        decode_reference_photo(data, path.name)
-        photos.append((path.name, data))
-    return tuple(photos)
+    photos = tuple((Path(raw).name, photo_bytes(Path(raw))) for raw in paths)
+    for name, data in photos:
+        decode_reference_photo(data, name)
+    return photos
 
 
 def _make_sinks(output: OutputConfig, config: AppConfig, first_spec: str, first_id: str) -> list[Sink]:

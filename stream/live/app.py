@@ -33,7 +33,7 @@ from stream.calibration import with_calibration
 from stream.live.alerts import AlertConfig, AlertMonitor
 from stream.live.batching import SharedStages
 from stream.live.pipeline import Pipeline, PipelineConfig
-from stream.live.reference import enrol, enrol_images
+from stream.live.reference import enrol, read_reference_photos
 from stream.live.shedding import shed_levels
 from stream.live.verdict import resolve_threshold
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
@@ -203,7 +203,7 @@ class PipelineComponents:
         if not self.can_enrol:
             raise ReferenceError(_cannot_enrol(self.checkpoint))
         _warn_on_reference_precision(self.checkpoint, self.precision)
-        reference = enrol_images(photos, self.detector, self.encoder, self.config.crop)
+        reference = enrol(photos, self.detector, self.encoder, self.config.crop)
         self.set_reference(reference)
         return reference
 
@@ -307,16 +307,14 @@ def load_components(config: LiveSettings) -> PipelineComponents:
     )
     if warning:
         logger.warning("%s", warning)
-    reference = None
+    components = PipelineComponents(config=config, detector=detector, encoder=encoder, checkpoint=checkpoint)
     if config.model.reference:
         try:
-            reference = _enrol(config, checkpoint, detector, encoder)
+            components.enrol(read_reference_photos(config.model.reference))
         except ReferenceError as error:
             encoder.close()
             raise SetupError(str(error)) from error
-    return PipelineComponents(
-        config=config, detector=detector, encoder=encoder, checkpoint=checkpoint, reference=reference
-    )
+    return components
 
 
 def _cannot_enrol(checkpoint: ScorerCheckpoint) -> str:
@@ -329,16 +327,6 @@ def _cannot_enrol(checkpoint: ScorerCheckpoint) -> str:
         f"{checkpoint.path} has no reference thresholds: calibrate them with "
         "python -m stream.training.reference_calibration"
     )
-
-
-def _enrol(
-    config: LiveSettings, checkpoint: ScorerCheckpoint, detector: FaceDetector, encoder: engine.FaceEncoder
-) -> Reference:
-    """The enrolled person of ``model.reference``; refused when the model cannot compare."""
-    if head_features(checkpoint.head_type) != FEATURES or checkpoint.reference is None:
-        raise ReferenceError(_cannot_enrol(checkpoint))
-    _warn_on_reference_precision(checkpoint, encoder.precision)
-    return enrol(config.model.reference, detector, encoder, config.crop)
 
 
 def _warn_on_reference_precision(checkpoint: ScorerCheckpoint, precision: str) -> None:

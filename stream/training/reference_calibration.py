@@ -48,7 +48,13 @@ from engine.metrics import roc_auc
 from engine.reference import VERDICT_RATE, Reference, ReferenceThresholds, calibrate_reference
 from stream.training import blends
 from stream.training.datasets import MediaItem, load_manifest
-from stream.training.evidence_data import PhotoSettings, aligned_crop, largest_face, read_photo
+from stream.training.evidence_data import (
+    PhotoSettings,
+    aligned_crop,
+    default_detector,
+    largest_face,
+    read_photo,
+)
 from stream.training.extract import ExtractConfig, crop_config, extract_media
 from tracking.config import CropConfig
 
@@ -257,8 +263,6 @@ def calibrate_checkpoint(
     progress: bool = True,
 ) -> tuple[ScorerCheckpoint, dict[str, Any]]:
     """The checkpoint with reference thresholds, and the report of what they do."""
-    from stream.training.evidence_data import default_detector
-
     if checkpoint.crop is None:
         raise ValueError(f"{checkpoint.path} records no crop settings: re-save it with them first")
     crop = crop_config(checkpoint.crop)

@@ -14,7 +14,7 @@ from engine.reference import ReferenceError
 from engine.score import ReferenceMatch
 from stream.contracts import FaceResult
 from stream.live.overlay import label_text
-from stream.live.reference import enrol
+from stream.live.reference import enrol, read_reference_photos
 from stream.server.messages import face_to_json
 from tests.stream.conftest import assert_clean_failure, run_cli, small_config
 from tests.stream.fakes import ScriptedDetector
@@ -131,18 +131,20 @@ class FixedEncoder:
 def test_enrol_refuses_missing_unreadable_and_faceless_photos(tmp_path):
     some_face = ScriptedDetector(lambda call: [(40.0, 40.0, 120.0, 120.0)])
     no_face = ScriptedDetector(lambda call: [])
-    with pytest.raises(ReferenceError, match=r"reference photo not found: .*nowhere\.jpg"):
-        enrol([tmp_path / "nowhere.jpg"], some_face, FixedEncoder(), CropConfig())
+    with pytest.raises(ReferenceError, match=r"reference photo not found or unreadable: .*nowhere\.jpg"):
+        read_reference_photos([tmp_path / "nowhere.jpg"])
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(ReferenceError, match=r"cannot read reference photo .*notes\.png: expected a JPEG"):
-        enrol([text], some_face, FixedEncoder(), CropConfig())
+    with pytest.raises(ReferenceError, match=r"cannot read reference photo notes\.png: expected a JPEG"):
+        read_reference_photos([text])
     photo = write_rgb(tmp_path / "face.png", np.full((160, 160, 3), 90, np.uint8))
+    photos = read_reference_photos([photo, photo])
+    assert [name for name, _ in photos] == ["face.png", "face.png"] and photos[0][1].shape == (160, 160, 3)
     with pytest.raises(ReferenceError, match=r"no face found in reference photo face\.png"):
-        enrol([photo], no_face, FixedEncoder(), CropConfig())
+        enrol(photos, no_face, FixedEncoder(), CropConfig())
     with pytest.raises(ReferenceError, match="at least one photo"):
         enrol([], some_face, FixedEncoder(), CropConfig())
-    reference = enrol([photo, photo], some_face, FixedEncoder(), CropConfig())
+    reference = enrol(photos, some_face, FixedEncoder(), CropConfig())
     assert reference.photos == 2 and reference.name == "face.png, face.png"
 
 
