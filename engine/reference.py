@@ -24,6 +24,7 @@ from one thread; its scores carry ``Score.reference``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -221,6 +222,8 @@ class ReferenceScorer:
         self.config = scorer.config
         self.sample_rate_hz = scorer.sample_rate_hz
         self._current: tuple[int, Reference | None] = (0, reference)
+        # next() on a count is one step under the GIL: two enrolments at once still get two generations.
+        self._generations = itertools.count(1)
         self._tracks: dict[int, _Similarities] = {}
 
     @property
@@ -229,7 +232,7 @@ class ReferenceScorer:
 
     def set_reference(self, reference: Reference | None) -> None:
         """Enrol another person (None: nobody); windows start afresh with the next sample."""
-        self._current = (self._current[0] + 1, reference)
+        self._current = (next(self._generations), reference)
 
     @property
     def track_ids(self) -> list[int]:

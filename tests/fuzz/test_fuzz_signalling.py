@@ -11,8 +11,12 @@ naming the problem (503 only for the session limit), never a 5xx, a logged trace
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import struct
+import sys
+import threading
+import traceback
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,7 +101,29 @@ class Harness:
     real_offer: dict[str, Any]
 
     def run(self, coroutine: Any) -> Any:
-        return self.loop.run_until_complete(asyncio.wait_for(coroutine, ANSWER_TIMEOUT_S))
+        task = self.loop.create_task(coroutine)
+        done, _ = self.loop.run_until_complete(asyncio.wait([task], timeout=ANSWER_TIMEOUT_S))
+        if not done:
+            # A hang: say where every thread and task is before cancelling, so that a stall seen
+            # once in CI can be explained from its log.
+            where = hang_report(self.loop)
+            task.cancel()
+            self.loop.run_until_complete(asyncio.wait([task]))
+            raise AssertionError(f"no answer within {ANSWER_TIMEOUT_S:g} s\n{where}")
+        return task.result()
+
+
+def hang_report(loop: asyncio.AbstractEventLoop) -> str:
+    """The stacks of every thread and of every pending task on ``loop``."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    report = io.StringIO()
+    for ident, frame in sys._current_frames().items():
+        report.write(f"--- thread {names.get(ident, ident)}\n")
+        report.writelines(traceback.format_stack(frame)[-12:])
+    for task in asyncio.all_tasks(loop):
+        report.write(f"--- task {task.get_name()}\n")
+        task.print_stack(limit=12, file=report)
+    return report.getvalue()
 
 
 @pytest.fixture(scope="module")
