@@ -19,6 +19,7 @@ import threading
 import traceback
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -454,3 +455,28 @@ def test_raw_http_bytes_get_an_answer_or_a_closed_connection(harness: Harness) -
     errors.assert_none()
     status, body, _ = harness.run(send(harness.client, {**HEALTHZ}))
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_a_hang_fails_with_every_thread_and_task_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness's own check: a request stuck behind a busy inference thread fails the case
+    with that thread's stack and the waiting task's, instead of a bare timeout."""
+    monkeypatch.setattr(sys.modules[__name__], "ANSWER_TIMEOUT_S", 0.2)
+    loop = asyncio.new_event_loop()
+    release = threading.Event()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepwatch-inference")
+
+    async def stuck_upload() -> None:
+        await loop.run_in_executor(executor, release.wait)
+
+    try:
+        with pytest.raises(AssertionError) as failure:
+            Harness(loop, None, {}).run(stuck_upload())  # type: ignore[arg-type]
+    finally:
+        release.set()
+        executor.shutdown(wait=True)
+        loop.close()
+    report = str(failure.value)
+    assert report.startswith("no answer within 0.2 s")
+    inference_thread = report.split("--- thread deepwatch-inference_0\n")[1].split("--- ")[0]
+    assert "in wait" in inference_thread  # where the thread is stuck: threading.Event.wait
+    assert "--- task" in report and "stuck_upload" in report
