@@ -292,22 +292,20 @@ def load_components(config: LiveSettings) -> PipelineComponents:
     except (engine.BackendUnavailableError, engine.WeightsError, ValueError) as error:
         raise SetupError(f"cannot build the face encoder: {error}") from error
     detector = FaceDetector(config.detector)
+    components = PipelineComponents(config=config, detector=detector, encoder=encoder, checkpoint=checkpoint)
     logger.info(
         "model: %s (window %d at %.1f Hz, threshold %.3f), encoder %s on %s, %s",
         checkpoint.path,
         checkpoint.window_size,
         checkpoint.sample_rate_hz,
-        resolve_threshold(config.pipeline.threshold, checkpoint.threshold_for(encoder.precision)),
+        components.threshold,
         encoder.weights_id,
         encoder.backend_name,
-        encoder.precision,
+        components.precision,
     )
-    warning = precision_mismatch(
-        checkpoint.calibration_for(encoder.precision), encoder.precision, config.pipeline.threshold
-    )
+    warning = precision_mismatch(components.calibration, components.precision, config.pipeline.threshold)
     if warning:
         logger.warning("%s", warning)
-    components = PipelineComponents(config=config, detector=detector, encoder=encoder, checkpoint=checkpoint)
     if config.model.reference:
         try:
             components.enrol(read_reference_photos(config.model.reference))
