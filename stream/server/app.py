@@ -33,7 +33,7 @@ from aiohttp import web
 
 from engine.reference import Reference, ReferenceError
 from stream.live.reference import decode_reference_photo
-from stream.server.enrolment import Enrolment, check_upload_size, reference_json, upload_name
+from stream.server.enrolment import Enrolment, check_upload, reference_json, upload_name
 from stream.server.ice import disable_loopback_candidates, enable_loopback_candidates
 from stream.server.messages import parse_offer
 from stream.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -346,7 +346,7 @@ def create_app(
 
 
 def _enrol_upload(enrolment: Enrolment, data: bytes, name: str) -> Reference:
-    check_upload_size(data, name)
+    check_upload(data, name)
     return enrolment.enrol([(name, decode_reference_photo(data, name))])
 
 

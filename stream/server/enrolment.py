@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.reference import Reference, ReferenceError
+from stream.live.reference import PNG_SIGNATURE
 
 # An uploaded photo's name as the page shows it: printable, at most this long.
 MAX_NAME_CHARS = 80
@@ -21,6 +22,7 @@ DEFAULT_UPLOAD_NAME = "uploaded photo"
 # Longest side of an uploaded photo (the page sends 512 px): a few KiB of PNG can declare an image
 # of gigapixels, so the size is read from the header and checked before anything decodes it.
 MAX_UPLOAD_SIDE_PX = 4096
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 class Enrolment(Protocol):
@@ -35,11 +37,16 @@ class Enrolment(Protocol):
     def set_reference(self, reference: Reference | None) -> None: ...
 
 
-def check_upload_size(data: bytes, name: str) -> None:
-    """``ReferenceError`` unless the photo's header declares at most ``MAX_UPLOAD_SIDE_PX`` a side.
+def check_upload(data: bytes, name: str) -> None:
+    """``ReferenceError`` unless the bytes are a JPEG or PNG file whose header declares at most
+    ``MAX_UPLOAD_SIDE_PX`` a side.
 
-    Bytes that are no image pass here; decoding them fails afterwards with its own message.
+    Only those two decoders ever see a page's bytes (OpenCV would otherwise pick any of a dozen by
+    the bytes' signature). A JPEG or PNG damaged past its header passes here; decoding it fails
+    afterwards with its own message.
     """
+    if not data.startswith((JPEG_SIGNATURE, PNG_SIGNATURE)):
+        raise ReferenceError(f"cannot read reference photo {name}: expected a JPEG or PNG image")
     from PIL import Image, UnidentifiedImageError  # scikit-image's dependency; reads headers only
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ from engine.reference import ReferenceError
 from engine.score import ReferenceMatch
 from stream.contracts import FaceResult
 from stream.live.overlay import label_text
-from stream.live.reference import enrol, read_reference_photos
+from stream.live.reference import check_png_chunks, decode_reference_photo, enrol, read_reference_photos
 from stream.server.messages import face_to_json
 from tests.stream.conftest import assert_clean_failure, run_cli, small_config
 from tests.stream.fakes import ScriptedDetector
@@ -119,6 +120,45 @@ def test_with_ray_a_bad_reference_photo_fails_before_ray_starts(tmp_path, faces)
     completed = run_cli("run", str(faces["astronaut"]), "--ray", "local", "--reference", str(garbled))
     assert_clean_failure(completed, r"cannot read reference photo garbled\.png: expected a JPEG or PNG")
     assert "Ray" not in completed.stderr.replace("--ray", "")
+
+
+def gradient_png() -> bytes:
+    ramp = np.linspace(30, 220, 64).astype(np.uint8)
+    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:48, None], np.uint8(128)), axis=-1)
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+def test_a_png_chunk_declaring_more_than_the_file_holds_is_refused_before_decoding(monkeypatch):
+    """The upload the fuzz suite found: one flipped byte makes the IDAT declare 2.75 GB, which
+    OpenCV 5.0 allocates and fills before noticing the file is 1.7 KiB."""
+    photo = gradient_png()
+    idat = photo.index(b"IDAT") - 4
+    damaged = bytearray(photo)
+    damaged[idat] = 164
+    declared = struct.unpack_from(">I", damaged, idat)[0]
+    assert declared > 2_700_000_000
+
+    def no_decoding(*args):
+        raise AssertionError("cv2.imdecode was given a damaged PNG")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(
+        ReferenceError,
+        match=rf"cannot read reference photo d\.png: a damaged PNG, its 'IDAT' chunk at byte {idat} "
+        rf"declares {declared} bytes and {len(photo) - idat - 12} follow",
+    ):
+        decode_reference_photo(bytes(damaged), "d.png")
+    # Cut inside a chunk: the last chunk declares more than is left.
+    with pytest.raises(ReferenceError, match=r"a damaged PNG, its 'IDAT' chunk"):
+        decode_reference_photo(photo[: idat + 100], "cut.png")
+    monkeypatch.undo()
+    assert decode_reference_photo(photo, "whole.png").shape == (48, 64, 3)
+    # Cut at a chunk boundary (no IEND): the walk passes it and OpenCV says it cannot read it.
+    check_png_chunks(photo[:-12], "no-end.png")
+    with pytest.raises(ReferenceError, match=r"cannot read reference photo no-end\.png: expected a JPEG"):
+        decode_reference_photo(photo[:-12], "no-end.png")
 
 
 class FixedEncoder:

@@ -93,6 +93,14 @@ def test_reference_routes_enrol_refuse_and_forget() -> None:
             assert "image/jpeg or image/png" in await json_error(wrong, 415)
             garbage = await client.put("/api/reference?name=x.png", data=b"\x89PNG nope", headers=PNG)
             assert "cannot read reference photo x.png" in await json_error(garbage, 422)
+            # Only JPEG and PNG bytes reach a decoder, whatever the declared type; a PNG whose
+            # chunk declares more than the upload holds is refused before OpenCV allocates it.
+            gif = await client.put("/api/reference?name=x.gif", data=b"GIF89a" + bytes(64), headers=PNG)
+            assert "cannot read reference photo x.gif: expected a JPEG or PNG" in await json_error(gif, 422)
+            damaged = bytearray(png_bytes(np.full((48, 64, 3), 200, np.uint8)))
+            damaged[damaged.index(b"IDAT") - 4] = 164
+            response = await client.put("/api/reference?name=d.png", data=bytes(damaged), headers=PNG)
+            assert "d.png: a damaged PNG, its 'IDAT' chunk" in await json_error(response, 422)
             black = png_bytes(np.zeros((48, 64, 3), np.uint8))
             faceless = await client.put("/api/reference?name=wall.png", data=black, headers=PNG)
             assert "no face found in reference photo wall.png" in await json_error(faceless, 422)
