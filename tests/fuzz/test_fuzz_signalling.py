@@ -5,7 +5,9 @@ bytes, oversized bodies), enrolment photo uploads (mutated PNG and JPEG files, h
 huge images, wrong types), and raw HTTP bytes on the socket, against an in-process aiohttp server
 with a fake pipeline. Every request must end in a clear answer: 2xx, or a 4xx whose body is JSON
 naming the problem (503 only for the session limit), never a 5xx, a logged traceback or a hang;
-``/healthz`` still answers afterwards. Derandomised, so CI runs the same cases every time.
+``/healthz`` still answers afterwards. Derandomised, so one command runs the same cases every time;
+hypothesis also draws on constants of the project modules already imported, so the whole suite (as CI
+runs it) tries other cases than this module alone does.
 """
 
 from __future__ import annotations
