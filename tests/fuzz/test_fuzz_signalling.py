@@ -301,8 +301,8 @@ def _photo(extension: str) -> bytes:
 
 @st.composite
 def photo_bodies(draw: st.DrawFn) -> bytes:
-    """A real small PNG or JPEG, truncated, with bytes flipped, or with its PNG header declaring
-    another size (CRC fixed or not); declared giants; random bytes."""
+    """A real small PNG or JPEG, truncated, with bytes flipped, with its PNG header declaring
+    another size (CRC fixed or not) or its IDAT chunk another length; declared giants; random bytes."""
     kind = draw(st.sampled_from(["png", "jpeg", "giant", "random"]))
     if kind == "random":
         return draw(st.binary(max_size=200))
@@ -313,6 +313,12 @@ def photo_bodies(draw: st.DrawFn) -> bytes:
         data[16:24] = struct.pack(">II", draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
         if draw(st.booleans()):
             data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    if kind == "png" and draw(st.booleans()):
+        # A chunk length that promises more (or less) than follows: once a 2.75 GB IDAT that
+        # OpenCV allocated before reading.
+        idat = data.index(b"IDAT") - 4
+        length = st.integers(0, 2**32 - 1) | st.integers(2**31, 2**32 - 1)
+        data[idat : idat + 4] = struct.pack(">I", draw(length))
     for position, value in draw(
         st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), max_size=8)
     ):
