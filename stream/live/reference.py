@@ -41,8 +41,8 @@ def check_png_chunks(data: bytes, name: str) -> None:
     """``ReferenceError`` when a PNG chunk declares more bytes than the file holds.
 
     OpenCV 5.0's PNG reader allocates and fills a chunk's declared length before it checks that
-    the file holds it: a 1.7 KiB upload whose IDAT declares 2.7 GB took 2.7 GB of memory and 4-7 s
-    of an idle core (more than the fuzz suite's 10 s on a loaded machine). So the chunk lengths are
+    the file holds it: a 1.7 KiB upload whose IDAT declares 2.75 GB took 2.8 GB of memory and
+    3.7-9.9 s on an idle machine (past the fuzz suite's 10 s on a loaded one). So the chunk lengths are
     walked here first, which costs microseconds. A file cut at a chunk boundary passes, and
     decoding it fails with its own message.
     """
