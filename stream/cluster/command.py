@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import signal
 import sys
 import threading
@@ -133,6 +134,9 @@ def run_on_ray(
         sinks = _make_sinks(output, config, specs[0], first_id)
     except (OSError, ValueError) as error:
         return fail(f"cannot create an output: {error}", 1)
+    crowded = crowded_local_warning(options.address, len(streams), os.cpu_count() or 1)
+    if crowded:
+        logger.warning("%s", crowded)
     # Ray installs its own SIGTERM handler when it connects: connect first, then put ours back on top.
     connect(
         options.address,
@@ -166,6 +170,20 @@ def run_on_ray(
     for error_line in outcome.errors:
         print(f"deepwatch run: error: {error_line}", file=sys.stderr)
     return 1 if outcome.errors else 0
+
+
+def crowded_local_warning(address: str, streams: int, cpus: int) -> str | None:
+    """What to tell someone who runs more than two streams a core through a local Ray instance, or
+    None. Each stream is then a process with its own detector, and the shared encoder competes with
+    all of them (docs/cluster.md, 2 cores: at 4 streams Ray was within 20 % of one process; at 8
+    it encoded 148 samples in 30 s against 330, and some faces got no score)."""
+    if address != "local" or streams <= 2 * cpus:
+        return None
+    return (
+        f"{streams} streams on {cpus} CPU cores through a local Ray instance: each stream runs its own "
+        "process and detector and the encoder competes with all of them, so faces get fewer scores "
+        "than in one process; on one machine, run without --ray (see docs/cluster.md)"
+    )
 
 
 def reference_photos(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:

@@ -312,6 +312,17 @@ def test_stream_specs_name_sources_like_the_in_process_run(tmp_path: Path) -> No
     assert all(s.realtime and not s.loop for s in specs)
 
 
+def test_more_local_streams_than_cores_are_warned_of() -> None:
+    from stream.cluster.command import crowded_local_warning
+
+    assert crowded_local_warning("local", 4, 2) is None  # within 20 % of one process, measured
+    assert crowded_local_warning("head:6379", 8, 2) is None  # a cluster has other nodes
+    warning = crowded_local_warning("local", 5, 2)
+    assert warning is not None
+    assert warning.startswith("5 streams on 2 CPU cores through a local Ray instance")
+    assert "run without --ray" in warning
+
+
 def test_run_with_ray_checks_its_arguments_before_starting_ray(tmp_path: Path) -> None:
     from tests.stream.conftest import assert_clean_failure, run_cli
 
