@@ -9,7 +9,6 @@ nobody is enrolled from the wrong picture. ``engine.reference`` says how faces a
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,19 +17,17 @@ import numpy as np
 
 from engine.reference import Reference, ReferenceError
 from stream.contracts import Detector, Encoder
+from stream.sources.png import png_chunk_problem
 from tracking.config import CropConfig
 from tracking.crops import face_crop
 
 logger = logging.getLogger(__name__)
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def decode_reference_photo(data: bytes, name: str) -> np.ndarray:
     """A photo file's bytes (JPEG, PNG, ...) as H x W x 3 uint8 RGB; ``ReferenceError`` naming it
     when they are not an image."""
-    if data.startswith(PNG_SIGNATURE):
-        check_png_chunks(data, name)
+    check_png_chunks(data, name)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
         raise ReferenceError(f"cannot read reference photo {name}: expected a JPEG or PNG image")
@@ -38,26 +35,11 @@ def decode_reference_photo(data: bytes, name: str) -> np.ndarray:
 
 
 def check_png_chunks(data: bytes, name: str) -> None:
-    """``ReferenceError`` when a PNG chunk declares more bytes than the file holds.
-
-    OpenCV 5.0's PNG reader allocates and fills a chunk's declared length before it checks that
-    the file holds it: a 1.7 KiB upload whose IDAT declares 2.75 GB took 2.8 GB of memory and
-    3.7-9.9 s on an idle machine (past the fuzz suite's 10 s on a loaded one). So the chunk lengths are
-    walked here first, which costs microseconds. A file cut at a chunk boundary passes, and
-    decoding it fails with its own message.
-    """
-    offset = len(PNG_SIGNATURE)
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, offset)
-        available = len(data) - offset - 12
-        if length > available:
-            raise ReferenceError(
-                f"cannot read reference photo {name}: a damaged PNG, its {kind.decode('latin-1')!r} chunk"
-                f" at byte {offset} declares {length} bytes and {max(available, 0)} follow"
-            )
-        if kind == b"IEND":
-            return
-        offset += 12 + length
+    """``ReferenceError`` when ``data`` is a PNG whose chunk declares more bytes than the file holds
+    (``stream.sources.png``: OpenCV would allocate the declared length first)."""
+    problem = png_chunk_problem(data)
+    if problem:
+        raise ReferenceError(f"cannot read reference photo {name}: {problem}")
 
 
 def read_reference_photos(paths: Sequence[str | Path]) -> list[tuple[str, np.ndarray]]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.reference import Reference, ReferenceError
-from stream.live.reference import PNG_SIGNATURE
+from stream.sources.png import PNG_SIGNATURE
 
 # An uploaded photo's name as the page shows it: printable, at most this long.
 MAX_NAME_CHARS = 80

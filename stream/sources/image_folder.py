@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 
 import cv2
+import numpy as np
 
+from stream.sources.png import png_chunk_problem
 from stream.sources.source import GrabbedImage, SourceError
 
 logger = logging.getLogger(__name__)
@@ -14,11 +16,31 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
+def _read_image(path: Path) -> np.ndarray | None:
+    """The image at ``path`` (BGR), or None after a warning that says why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        logger.warning("skipping unreadable image %s (%s)", path, error.strerror)
+        return None
+    problem = png_chunk_problem(data)
+    if problem:
+        # Before OpenCV allocates what the damaged chunk declares (``stream.sources.png``).
+        logger.warning("skipping unreadable image %s: %s", path, problem)
+        return None
+    # Read by path as before (imread applies a JPEG's EXIF orientation).
+    image_bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image_bgr is None:
+        logger.warning("skipping unreadable image %s", path)
+    return image_bgr
+
+
 class ImageFolderGrabber:
     """Reads every image in ``folder`` (not recursive), sorted by name; implements ``FrameGrabber``.
 
     Image i gets timestamp ``i / fps`` seconds. ``open`` raises ``SourceError`` for a missing
-    folder or one without images; an unreadable image is skipped with a warning.
+    folder or one without images; an unreadable or damaged image is skipped with a warning that
+    says why, and named in ``skipped``.
     """
 
     live = False
@@ -46,9 +68,8 @@ class ImageFolderGrabber:
             path = self._paths[self._position]
             index = self._position
             self._position += 1
-            image_bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image_bgr = _read_image(path)
             if image_bgr is None:
-                logger.warning("skipping unreadable image %s", path)
                 self.skipped.append(path.name)
                 continue
             return GrabbedImage(

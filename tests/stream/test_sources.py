@@ -169,6 +169,31 @@ def test_image_folder(tmp_path):
         open_source(str(empty)).start()
 
 
+def test_a_damaged_png_in_an_image_folder_is_skipped_before_opencv_reads_it(tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    ok, encoded = cv2.imencode(".png", np.full((40, 60, 3), 80, dtype=np.uint8))
+    assert ok
+    (folder / "00.png").write_bytes(encoded.tobytes())
+    damaged = bytearray(encoded.tobytes())
+    damaged[damaged.index(b"IDAT") - 4] = 164  # the IDAT chunk now declares ~2.75 GB
+    (folder / "01.png").write_bytes(bytes(damaged))
+    read = cv2.imread
+
+    def imread_refusing_the_damaged_file(path, flags):
+        assert not path.endswith("01.png"), "OpenCV was given the damaged PNG"
+        return read(path, flags)
+
+    monkeypatch.setattr(cv2, "imread", imread_refusing_the_damaged_file)
+    grabber = ImageFolderGrabber(folder, fps=1.0)
+    grabber.open()
+    with caplog.at_level("WARNING", logger="stream.sources.image_folder"):
+        first, second = grabber.grab(), grabber.grab()
+    assert first is not None and int(first.image[0, 0, 0]) == 80 and second is None
+    assert grabber.skipped == ["01.png"]
+    assert "01.png: a damaged PNG, its 'IDAT' chunk at byte 33 declares" in caplog.text
+
+
 class CountingLiveGrabber:
     """A live grabber producing numbered frames as fast as asked, or failing on demand."""
 
