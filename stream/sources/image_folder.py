@@ -28,8 +28,8 @@ def _read_image(path: Path) -> np.ndarray | None:
         # Before OpenCV allocates what the damaged chunk declares (``stream.sources.png``).
         logger.warning("skipping unreadable image %s: %s", path, problem)
         return None
-    # Read by path as before (imread applies a JPEG's EXIF orientation).
-    image_bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # The bytes already read (imdecode applies a JPEG's EXIF orientation, as imread does).
+    image_bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image_bgr is None:
         logger.warning("skipping unreadable image %s", path)
     return image_bgr

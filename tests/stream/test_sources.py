@@ -178,13 +178,13 @@ def test_a_damaged_png_in_an_image_folder_is_skipped_before_opencv_reads_it(tmp_
     damaged = bytearray(encoded.tobytes())
     damaged[damaged.index(b"IDAT") - 4] = 164  # the IDAT chunk now declares ~2.75 GB
     (folder / "01.png").write_bytes(bytes(damaged))
-    read = cv2.imread
+    decode = cv2.imdecode
 
-    def imread_refusing_the_damaged_file(path, flags):
-        assert not path.endswith("01.png"), "OpenCV was given the damaged PNG"
-        return read(path, flags)
+    def imdecode_refusing_the_damaged_file(buffer, flags):
+        assert buffer.tobytes() != bytes(damaged), "OpenCV was given the damaged PNG"
+        return decode(buffer, flags)
 
-    monkeypatch.setattr(cv2, "imread", imread_refusing_the_damaged_file)
+    monkeypatch.setattr(cv2, "imdecode", imdecode_refusing_the_damaged_file)
     grabber = ImageFolderGrabber(folder, fps=1.0)
     grabber.open()
     with caplog.at_level("WARNING", logger="stream.sources.image_folder"):
