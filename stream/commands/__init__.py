@@ -18,3 +18,13 @@ def add_reference_argument(parser: argparse.ArgumentParser) -> None:
         help="a photo of the person who should be on screen (repeat for several photos of them): every "
         "face is also compared with them, inner face and head apart (README, Enrolment)",
     )
+
+
+# The last comparison with the enrolled person, as a summary line says it (``engine.reference``).
+REFERENCE_WORDS = {
+    "match": "matches",
+    "face_only": "face matches but head does not (possible face swap):",
+    "head_only": "head matches but face does not (possible face swap):",
+    "other": "is not",
+    "unsure": "too few samples to compare with",
+}

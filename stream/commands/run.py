@@ -13,7 +13,8 @@ from typing import Any
 
 from stream.cluster.command import add_arguments as add_cluster_arguments
 from stream.cluster.command import run_on_ray
-from stream.commands import add_reference_argument
+from stream.commands import REFERENCE_WORDS, add_reference_argument
+from stream.commands.photos import photo_inputs, refuse_mixed, run_photos
 from stream.config import AppConfig, ConfigError, load_config, with_model
 from stream.output_config import OutputConfig
 from stream.sinks import (
@@ -41,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Watch a video source live and keep an authenticity score for every face. "
             "Without SOURCE, runs on a built-in offline demo (a real photo moving and zooming). "
-            f"SOURCE is {SPEC_HELP}; several SOURCEs run in one process and share encoder batches."
+            f"SOURCE is {SPEC_HELP}; several SOURCEs run in one process and share encoder batches. "
+            "An image file, or a folder of them, is scored photo by photo, every face on its own."
         ),
     )
     parser.add_argument("sources", nargs="*", metavar="SOURCE", help="input(s); default: the offline demo")
@@ -53,7 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--show", action="store_true", help="show the annotated video in a window (q or Esc quits)"
     )
-    parser.add_argument("--out", metavar="FILE.mp4", help="write the annotated video")
+    parser.add_argument(
+        "--out",
+        metavar="FILE.mp4",
+        help="write the annotated video (for photos: an annotated image file, or a folder for several)",
+    )
     parser.add_argument("--events", metavar="FILE.jsonl", help="write track events as JSON Lines")
     parser.add_argument("--summary", metavar="FILE.json", help="write the final summary as JSON")
     parser.add_argument(
@@ -74,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_USAGE)
     output = _output_config(config.output, args)
     specs = args.sources or [DEMO_SPEC]
+    try:
+        photos, others = photo_inputs(specs, config)
+    except SourceError as error:
+        return _fail(str(error), EXIT_FAILED)
+    mixed = refuse_mixed(photos, others)
+    if mixed:
+        return _fail(mixed, EXIT_USAGE)
+    if photos:
+        return run_photos(args, with_model(config, args.checkpoint, args.reference), output, photos)
     if args.ray:
         return run_on_ray(args, config, output, specs, print_summary=_print_summary, fail=_fail)
     try:
@@ -210,16 +225,6 @@ def _stop_on_sigterm(stop_event: threading.Event) -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, lambda signum, frame: stop_event.set())
-
-
-# The last comparison with the enrolled person, as the summary line says it (engine.reference).
-REFERENCE_WORDS = {
-    "match": "matches",
-    "face_only": "face matches but head does not (possible face swap):",
-    "head_only": "head matches but face does not (possible face swap):",
-    "other": "is not",
-    "unsure": "too few samples to compare with",
-}
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

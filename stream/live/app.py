@@ -174,6 +174,11 @@ class PipelineComponents:
         pipeline, so every session's faces go through the same batches."""
         return self.live_pipeline()
 
+    def still_scorer(self) -> SequenceScorer | ReferenceScorer:
+        """A fresh scorer of the checkpoint (comparing with the enrolled person, if any), for
+        scoring photos one window at a time (``stream.live.stills``)."""
+        return self._scorer(self._scorer_config())
+
     def _scorer_config(self) -> ScorerConfig:
         return self.checkpoint.scorer_config(**self.config.scorer_overrides)
 

@@ -75,16 +75,19 @@ def draw_overlay(
     status: OverlayStatus | None = None,
     threshold: float = 0.5,
     box_colour: Callable[[FaceResult], tuple[int, int, int]] | None = None,
+    hud: bool = True,
 ) -> np.ndarray:
     """A copy of ``result.frame.image`` (H x W x 3 uint8 RGB) with the overlay drawn on it.
 
     ``threshold`` is drawn as a dashed level in each sparkline. ``box_colour`` picks a confirmed
-    face's colour (default: ``score_colour`` of its score).
+    face's colour (default: ``score_colour`` of its score). ``hud=False`` leaves out the corner
+    panel of run figures (a photo has no fps or dropped frames).
     """
     image = result.frame.image.copy()
     for face in result.faces:
         _draw_face(image, face, threshold, box_colour)
-    _draw_status(image, status or OverlayStatus(), len([f for f in result.faces if f.confirmed]))
+    if hud:
+        _draw_status(image, status or OverlayStatus(), len([f for f in result.faces if f.confirmed]))
     return image
 
 

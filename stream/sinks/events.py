@@ -29,7 +29,8 @@ def event_record(event: Event) -> dict[str, Any]:
 
 
 class EventsSink:
-    """Appends one JSON object per event (track_new, track_update, alert, track_end) to ``path``.
+    """Appends one JSON object per event (track_new, track_update, alert, track_end; photo_face in
+    photo mode) to ``path``.
 
     Lines are flushed as written, so a tail -f or a crash still sees every event so far.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,11 @@ class SourceConfig:
         reconnect_max_attempts: consecutive failed reconnections before giving up (0 = never).
         file_queue_frames: frames buffered ahead when reading a file as fast as possible.
         screen_max_fps: screen capture rate limit, frames per second.
-        image_folder_fps: frame rate assigned to an image folder's images, frames per second.
+        image_folders: how ``deepwatch run`` reads a folder of images: ``photos`` (each image
+            on its own, every face scored as a still, as a single image file always is) or
+            ``frames`` (the frames of one video, tracked, at ``image_folder_fps``).
+        image_folder_fps: frame rate assigned to an image folder's images in ``frames`` mode,
+            frames per second.
     """
 
     open_timeout_s: float = 5.0
@@ -27,6 +32,7 @@ class SourceConfig:
     reconnect_max_attempts: int = 0
     file_queue_frames: int = 8
     screen_max_fps: float = 30.0
+    image_folders: Literal["photos", "frames"] = "photos"
     image_folder_fps: float = 1.0
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""A folder of still images, read in name order as the frames of a video."""
+"""Still images: a folder of them read in name order as the frames of a video, and the helpers
+that list and read photos for ``deepwatch run``'s photo mode (``stream.live.stills``)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,44 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    """The image at ``path`` (BGR), or None after a warning that says why it cannot be read."""
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` names an image by its suffix (``IMAGE_SUFFIXES``, any case)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The images directly in ``folder`` (not recursive), sorted by name.
+
+    Raises:
+        SourceError: the folder does not exist or holds no image.
+    """
+    if not folder.is_dir():
+        raise SourceError(f"image folder not found: {folder}")
+    paths = sorted(p for p in folder.iterdir() if is_image_file(p) and not p.is_dir())
+    if not paths:
+        raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return paths
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image at ``path`` as H x W x 3 uint8 RGB.
+
+    Raises:
+        SourceError: the file cannot be read or decoded; the message names it and says why.
+    """
     try:
         data = path.read_bytes()
     except OSError as error:
-        logger.warning("skipping unreadable image %s (%s)", path, error.strerror)
-        return None
+        raise SourceError(f"cannot read image {path} ({error.strerror})") from error
     problem = png_chunk_problem(data)
     if problem:
         # Before OpenCV allocates what the damaged chunk declares (``stream.sources.png``).
-        logger.warning("skipping unreadable image %s: %s", path, problem)
-        return None
+        raise SourceError(f"cannot read image {path}: {problem}")
     # The bytes already read (imdecode applies a JPEG's EXIF orientation, as imread does).
     image_bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image_bgr is None:
-        logger.warning("skipping unreadable image %s", path)
-    return image_bgr
+        raise SourceError(f"cannot read image {path}: not an image OpenCV can decode ({len(data)} bytes)")
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
 
 
 class ImageFolderGrabber:
@@ -56,11 +78,7 @@ class ImageFolderGrabber:
         self.skipped: list[str] = []
 
     def open(self) -> None:
-        if not self.folder.is_dir():
-            raise SourceError(f"image folder not found: {self.folder}")
-        self._paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self._paths:
-            raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.folder}")
+        self._paths = list_images(self.folder)
         self._position = 0
 
     def grab(self) -> GrabbedImage | None:
@@ -68,13 +86,13 @@ class ImageFolderGrabber:
             path = self._paths[self._position]
             index = self._position
             self._position += 1
-            image_bgr = _read_image(path)
-            if image_bgr is None:
+            try:
+                image = read_image(path)
+            except SourceError as error:
+                logger.warning("%s; skipped", error)
                 self.skipped.append(path.name)
                 continue
-            return GrabbedImage(
-                image=cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), timestamp_s=index / self._fps
-            )
+            return GrabbedImage(image=image, timestamp_s=index / self._fps)
         return None
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stream.sources.config import SourceConfig
 from stream.sources.demo import DemoGrabber
-from stream.sources.image_folder import ImageFolderGrabber
+from stream.sources.image_folder import ImageFolderGrabber, is_image_file, list_images
 from stream.sources.network import NETWORK_SCHEMES, NetworkStreamGrabber, ReconnectPolicy
 from stream.sources.reader import FrameReader
 from stream.sources.redact import redact
@@ -102,6 +102,28 @@ def make_grabber(spec: str, config: SourceConfig, *, loop: bool = False) -> Fram
             f"{', '.join(NETWORK_SCHEMES)} or file"
         )
     return _local_path_grabber(Path(spec).expanduser(), config, loop=loop)
+
+
+def photos_in(spec: str, config: SourceConfig | None = None) -> list[Path]:
+    """The photos ``spec`` names for ``deepwatch run``'s photo mode, in name order: an image file
+    (by suffix, whether or not it exists: reading it says why it cannot be read), or the images
+    of a folder when ``config.image_folders`` is ``photos``; an empty list for every other source.
+
+    Raises:
+        SourceError: a folder read as photos that holds no image.
+    """
+    config = config or SourceConfig()
+    text = spec.strip()
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif _SCHEME.match(text) or _WEBCAM.match(text) or _DEMO.match(text) or text.startswith("screen:"):
+        return []
+    if not text:
+        return []  # open_source says what a source may be
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return list_images(path) if config.image_folders == "photos" else []
+    return [path] if is_image_file(path) else []
 
 
 def _local_path_grabber(path: Path, config: SourceConfig, *, loop: bool) -> FrameGrabber:

@@ -76,7 +76,7 @@ def test_run_with_a_reference_tells_the_person_a_swap_and_a_stranger_apart(
 ):
     summary, events = tmp_path / "summary.json", tmp_path / "events.jsonl"
     completed = run_cli(
-        "run", str(faces[shown]), "--config", str(small_config(tmp_path)), *checkpoint_args,
+        "run", str(faces[shown]), "--config", str(frames_config(tmp_path)), *checkpoint_args,
         "--reference", str(faces["photo"]), "--summary", str(summary), "--events", str(events),
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
@@ -104,7 +104,7 @@ def test_run_with_a_reference_tells_the_person_a_swap_and_a_stranger_apart(
 def test_a_reference_photo_without_a_face_is_refused_by_name(tmp_path, faces, checkpoint_args):
     blank = write_rgb(tmp_path / "wall.png", np.full((240, 320, 3), 128, np.uint8))
     completed = run_cli(
-        "run", str(faces["astronaut"]), "--config", str(small_config(tmp_path)), *checkpoint_args,
+        "run", str(faces["astronaut"]), "--config", str(frames_config(tmp_path)), *checkpoint_args,
         "--reference", str(blank),
     )  # fmt: skip
     assert_clean_failure(completed, r"no face found in reference photo wall\.png")
@@ -112,14 +112,23 @@ def test_a_reference_photo_without_a_face_is_refused_by_name(tmp_path, faces, ch
 
 def test_with_ray_a_bad_reference_photo_fails_before_ray_starts(tmp_path, faces):
     missing = run_cli(
-        "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(tmp_path / "no.png")
-    )
+        "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(tmp_path / "no.png"),
+        "--config", str(frames_config(tmp_path)),
+    )  # fmt: skip
     assert_clean_failure(missing, r"reference photo not found or unreadable: .*no\.png")
     garbled = tmp_path / "garbled.png"
     garbled.write_bytes(b"\x89PNG not really")
-    completed = run_cli("run", str(faces["astronaut"]), "--ray", "local", "--reference", str(garbled))
+    completed = run_cli(
+        "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(garbled),
+        "--config", str(frames_config(tmp_path)),
+    )  # fmt: skip
     assert_clean_failure(completed, r"cannot read reference photo garbled\.png: expected a JPEG or PNG")
     assert "Ray" not in completed.stderr.replace("--ray", "")
+
+
+def frames_config(tmp_path):
+    """A quick config that reads the image folders above as the frames of a video (one a second)."""
+    return small_config(tmp_path, "source:\n  image_folders: frames\n")
 
 
 def gradient_png() -> bytes:
@@ -220,7 +229,7 @@ def test_a_checkpoint_without_reference_thresholds_refuses_enrolment(tmp_path, f
 
     bare = replace(load_checkpoint(), reference=None).save(tmp_path / "bare.pt")
     completed = run_cli(
-        "run", str(faces["astronaut"]), "--config", str(small_config(tmp_path)), "--checkpoint", str(bare),
+        "run", str(faces["astronaut"]), "--config", str(frames_config(tmp_path)), "--checkpoint", str(bare),
         "--reference", str(faces["photo"]),
     )  # fmt: skip
     assert_clean_failure(completed, r"bare\.pt has no reference thresholds: calibrate them with")

@@ -1,0 +1,201 @@
+"""``deepwatch run PHOTO ...``: score every face of photos (image files, folders of photos).
+
+A photo is not a video: ``stream.live.stills`` scores each face of each photo on its own, as one
+window of copies of its features (how the model was calibrated on real photos). ``deepwatch run``
+hands its sources here when every one of them names photos (``stream.sources.photos_in``); a folder
+is read as photos unless ``source.image_folders`` is ``frames``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream.commands import REFERENCE_WORDS
+from stream.config import AppConfig
+from stream.output_config import OutputConfig
+from stream.sinks import EventsSink, PhotoSink, Sink, write_summary
+from stream.sinks.sink import close_sinks
+from stream.sources import SourceError, photos_in, read_image
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+# Options of ``deepwatch run`` that only mean something for video, as (attribute, flag).
+_VIDEO_ONLY_OPTIONS = (("show", "--show"), ("realtime", "--realtime"), ("loop", "--loop"), ("ray", "--ray"))
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo to score: its path, the name it goes by, and whether it was named on its own
+    (an unreadable one is then an error of the run) or found in a folder (then skipped)."""
+
+    path: Path
+    source_id: str
+    named: bool
+
+
+def photo_inputs(specs: list[str], config: AppConfig) -> tuple[list[Photo], list[str]]:
+    """The photos ``specs`` name and the specs that are not photos (video sources), in order.
+
+    Raises:
+        SourceError: a folder read as photos holds no image.
+    """
+    photos: list[Photo] = []
+    others: list[str] = []
+    for spec in specs:
+        paths = photos_in(spec, config.source)
+        if not paths:
+            others.append(spec)
+            continue
+        folder = Path(spec.strip().removeprefix("file://")).expanduser().is_dir()
+        for path in paths:
+            source_id = f"{path.parent.name}/{path.name}" if folder else path.name
+            photos.append(Photo(path=path, source_id=source_id, named=not folder))
+    return photos, others
+
+
+def refuse_mixed(photos: list[Photo], others: list[str]) -> str | None:
+    """The usage error for photos and video sources in one run, or None."""
+    if not photos or not others:
+        return None
+    return (
+        f"{photos[0].path} is a photo and {others[0]!r} is not: score photos and video in separate "
+        "runs (or set source.image_folders: frames to read a folder as the frames of one video)"
+    )
+
+
+def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig, photos: list[Photo]) -> int:
+    """Score every face of ``photos``; print a line per face, write the outputs; the exit code."""
+    for attribute, flag in _VIDEO_ONLY_OPTIONS:
+        if getattr(args, attribute, None):
+            return _fail(f"{flag} is for video sources; photos are scored one by one", EXIT_USAGE)
+    if config.alerts.webhook_url:
+        logger.warning("alerts.webhook_url is for video sources; photos send no webhook")
+    if len(photos) == 1:
+        # One photo is read before the models load, as a video source is opened first: a missing
+        # or corrupt file is reported at once.
+        try:
+            read_image(photos[0].path)
+        except SourceError as error:
+            return _fail(str(error), EXIT_FAILED)
+    from stream.live.app import SetupError, load_components
+    from stream.live.overlay import draw_overlay
+    from stream.live.stills import PhotoScorer
+
+    try:
+        components = load_components(config)
+    except SetupError as error:
+        return _fail(str(error), EXIT_FAILED)
+    sinks: list[Sink] = []
+    try:
+        if output.video_path:
+            sinks.append(PhotoSink(output.video_path, single=len(photos) == 1))
+        if output.events_path:
+            sinks.append(EventsSink(output.events_path))
+    except (OSError, ValueError) as error:
+        close_sinks(sinks)
+        components.close()
+        return _fail(f"cannot create an output: {error}", EXIT_FAILED)
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
+    try:
+        scorer = PhotoScorer(components)
+        for index, photo in enumerate(photos):
+            try:
+                image = read_image(photo.path)
+            except SourceError as error:
+                if photo.named:
+                    errors.append(str(error))
+                records.append(_record(photo, None, str(error)))
+                print(f"photo {photo.source_id}: unreadable, {error}")
+                continue
+            scored = scorer.score(image, photo.source_id, index)
+            annotated = (
+                draw_overlay(scored.result, threshold=components.threshold, hud=False)
+                if any(sink.needs_annotated for sink in sinks)
+                else None
+            )
+            for sink in sinks:
+                sink.write(scored.result, annotated)
+            record = _record(photo, scored, None)
+            records.append(record)
+            _print_photo(record, components.reference.name if components.reference else None)
+    except OSError as error:
+        return _fail(f"cannot write an output: {error}", EXIT_FAILED)
+    finally:
+        close_sinks(sinks)
+        components.close()
+    counts = _counts(records)
+    summary = {"model": components.describe(), "mode": "photos", "counts": counts, "photos": records}
+    if output.summary_path:
+        write_summary(output.summary_path, summary)
+        logger.info("summary written to %s", output.summary_path)
+    _print_counts(counts)
+    if errors or counts["read"] == 0:
+        for line in errors or ["no photo could be read"]:
+            print(f"deepwatch run: error: {line}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _record(photo: Photo, scored: Any, error: str | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"source_id": photo.source_id, "path": str(photo.path), "error": error}
+    if scored is None:
+        return record | {"width": None, "height": None, "faces": []}
+    height, width = scored.result.frame.image.shape[:2]
+    faces = []
+    for face, event in zip(scored.result.faces, scored.result.events, strict=True):
+        faces.append({"face": face.track_id, **event.data})
+    return record | {"width": width, "height": height, "faces": faces}
+
+
+def _counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    verdicts = Counter(face["verdict"] for record in records for face in record["faces"])
+    read = [record for record in records if record["error"] is None]
+    return {
+        "photos": len(records),
+        "read": len(read),
+        "unreadable": len(records) - len(read),
+        "without_face": sum(1 for record in read if not record["faces"]),
+        "faces": sum(verdicts.values()),
+        **{verdict: verdicts.get(verdict, 0) for verdict in ("REAL", "FAKE", "UNSURE")},
+    }
+
+
+def _print_photo(record: dict[str, Any], enrolled: str | None) -> None:
+    if not record["faces"]:
+        print(f"photo {record['source_id']}: no face found")
+    for face in record["faces"]:
+        p_fake = face["p_fake"]
+        text = "--" if p_fake is None or math.isnan(p_fake) else f"{p_fake:.2f}"
+        line = f"photo {record['source_id']} face {face['face']}: {face['verdict']} p_fake {text}"
+        match = face.get("reference")
+        if match is not None and enrolled is not None:
+            line += (
+                f"; {REFERENCE_WORDS.get(match['verdict'], match['verdict'])} {enrolled} "
+                f"(inner {match['inner_sim']:.2f}, outer {match['outer_sim']:.2f})"
+            )
+        print(line)
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    print(
+        f"{counts['photos']} photos ({counts['unreadable']} unreadable, {counts['without_face']} without a "
+        f"face), {counts['faces']} faces: {counts['REAL']} REAL, {counts['FAKE']} FAKE, "
+        f"{counts['UNSURE']} UNSURE"
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"deepwatch run: error: {message}", file=sys.stderr)
+    return code
