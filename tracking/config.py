@@ -42,6 +42,9 @@ class DetectorConfig:
             and the boxes and landmarks mapped back; None detects at full resolution. P-Net's
             first (costliest) pyramid level is the frame scaled by 12 / min_face_size_px, so this
             saves time once it is below that, and it bounds the cost of large frames.
+        photo_max_side_px: ``max_side_px`` for still photos (``deepwatch run PHOTO``), which have no
+            frame budget: at the live 320 a face had to be 500 px wide in a 4000 px photo to be
+            found, at 2048 about 80 px. None detects photos at full resolution.
         num_threads: torch intra-op threads while MTCNN runs (the previous setting is restored
             after each call). MTCNN's many small convolutions gain little from more threads, and
             on a busy CPU extra threads spin-waiting for each other make it many times slower.
@@ -52,6 +55,7 @@ class DetectorConfig:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     pyramid_factor: float = 0.6
     max_side_px: int | None = 320
+    photo_max_side_px: int | None = 2048
     num_threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -64,8 +68,10 @@ class DetectorConfig:
         # A list from YAML is accepted but stored as a tuple so the config stays hashable.
         object.__setattr__(self, "thresholds", tuple(float(v) for v in thresholds))
         _check_number("DetectorConfig", "pyramid_factor", self.pyramid_factor, 0.1, 0.95, integer=False)
-        if self.max_side_px is not None:
-            _check_number("DetectorConfig", "max_side_px", self.max_side_px, 24, 100_000, integer=True)
+        for name in ("max_side_px", "photo_max_side_px"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_number("DetectorConfig", name, value, 24, 100_000, integer=True)
         if self.num_threads is not None:
             _check_number("DetectorConfig", "num_threads", self.num_threads, 1, 1024, integer=True)
 

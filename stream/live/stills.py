@@ -4,18 +4,19 @@ A photograph has no motion to track and no time to sample. Read as the frames of
 second, which is how ``deepwatch run`` read an image folder before), a single photo never confirmed
 a track (``tracker.min_hits`` detections are needed) and a folder of different people's photos
 made tracks jump between them, so a photo never got a score. In photo mode each image goes once
-through the live chain's own per-frame step (MTCNN, a fresh tracker, the same aligned crops:
-``tracking.FaceStep``, as ``deepwatch extract`` cuts a photo), every face found is encoded in one
-batch, and each face is scored as one window of W copies of its features. That is exactly how the
-model's calibration held out the real photos of ``faces/`` (``stream.training.identity_recipe``),
-so the calibrated thresholds mean the same for a photo as for a window of video, and a photo's face
-is REAL or FAKE (or UNSURE inside an uncalibrated band) at once, never waiting for more samples.
+through the live chain's own per-frame step (``tracking.FaceStep``: MTCNN, a fresh tracker, the
+same aligned crops, as ``deepwatch extract`` cuts a photo), detecting at the larger
+``detector.photo_max_side_px``; every face found is encoded in one batch, and each face is scored
+as one window of W copies of its features. That is exactly how the model's calibration held out
+the real photos of ``faces/`` (``stream.training.identity_recipe``), so the calibrated thresholds
+mean the same for a photo as for a window of video, and a photo's face is REAL or FAKE (or UNSURE
+inside an uncalibrated band) at once, never waiting for more samples.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from stream.contracts import Event, FaceResult, Frame, FrameResult
 from stream.live.app import PipelineComponents
 from stream.live.track_record import reference_data
 from stream.live.verdict import VerdictRule
-from tracking import FaceTracker, crop_faces
+from tracking import FaceDetector, FaceTracker, crop_faces
 from tracking.face_step import FaceStep
 
 # The event each scored face of a photo emits (``--events``), one per face.
@@ -56,6 +57,10 @@ class PhotoScorer:
 
     def __init__(self, components: PipelineComponents) -> None:
         self._components = components
+        detector = components.config.detector
+        # Photos are detected at a larger scale than video frames (detector.photo_max_side_px):
+        # no frame budget, and a face in a group photo is a small part of a large image.
+        self._detector = FaceDetector(replace(detector, max_side_px=detector.photo_max_side_px))
         self._scorer = components.still_scorer()
         self._window_size = self._scorer.config.window_size
         self._sample_period_s = 1.0 / self._scorer.sample_rate_hz
@@ -72,7 +77,7 @@ class PhotoScorer:
         config = components.config
         timings_ms: dict[str, float] = {}
         started = time.perf_counter()
-        step = FaceStep(components.detector, FaceTracker(config.tracker, source_id=source_id))
+        step = FaceStep(self._detector, FaceTracker(config.tracker, source_id=source_id))
         found = step.track(image, 0.0)
         timings_ms["detect"] = found.detect_ms
         timings_ms["track"] = found.track_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from engine.metrics import roc_auc
 from stream.config import AppConfig
 from stream.sources import SourceConfig, SourceError, photos_in, read_image
 from tests.stream.conftest import assert_clean_failure, run_cli, small_config
+from tests.stream.server.test_enrolment import declared_png
 from tests.stream.videos import write_demo_video
 
 
@@ -59,6 +61,22 @@ def test_which_specs_name_photos(tmp_path):
         read_image(tmp_path / "missing.jpg")
 
 
+def test_a_photo_declaring_gigapixels_is_refused_before_opencv_reads_it(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(declared_png(30000, 30000))  # 57 bytes declaring 900 million pixels
+    fine = write_rgb(tmp_path / "fine.png", np.full((300, 200, 3), 7, np.uint8))
+
+    def imdecode_refusing_the_bomb(buffer, flags):
+        assert buffer.tobytes() != bomb.read_bytes(), "OpenCV was given the 900-megapixel PNG"
+        return decode(buffer, flags)
+
+    decode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", imdecode_refusing_the_bomb)
+    with pytest.raises(SourceError, match=r"bomb\.png: it declares too many pixels for a photo"):
+        read_image(bomb)
+    assert read_image(fine).shape == (300, 200, 3)
+
+
 @pytest.fixture(scope="module")
 def components():
     from stream.live.app import load_components
@@ -81,7 +99,9 @@ def test_each_face_of_a_photo_is_scored_as_calibration_scores_a_still(components
 
     # The same faces cut by the detector alone, encoded, and scored as one window of W copies
     # with a scorer of its own: the numbers calibration set the thresholds on.
-    detections = sorted(FaceDetector(AppConfig().detector).detect(image), key=lambda d: d.box_xyxy[0])
+    detector = AppConfig().detector
+    photo_detector = FaceDetector(replace(detector, max_side_px=detector.photo_max_side_px))
+    detections = sorted(photo_detector.detect(image), key=lambda d: d.box_xyxy[0])
     assert len(detections) == 2
     features = components.encoder.encode(crop_faces(image, detections, AppConfig().crop))  # type: ignore[arg-type]
     reference_scorer = components.checkpoint.build_scorer()
@@ -103,6 +123,21 @@ def test_each_face_of_a_photo_is_scored_as_calibration_scores_a_still(components
     assert empty.result.faces == () and empty.result.events == () and empty.scores == ()
     again = scorer.score(image, "pair.jpg")
     assert [f.p_fake for f in again.result.faces] == [f.p_fake for f in result.faces]
+
+
+def test_a_small_face_in_a_large_photo_is_found(components):
+    """A 130 px face in a 2400 x 1600 photo: under the 40 px MTCNN minimum at the live detection
+    scale (320 px: 17 px), found at the photo scale (2048 px: 111 px)."""
+    from stream.live.stills import PhotoScorer
+    from tracking import FaceDetector
+
+    photo = np.full((1600, 2400, 3), 120, np.uint8)
+    head = cv2.resize(skimage.data.astronaut()[0:260, 120:380], (130, 130), interpolation=cv2.INTER_AREA)
+    photo[900:1030, 1700:1830] = head
+    assert FaceDetector(AppConfig().detector).detect(photo) == []
+    (face,) = PhotoScorer(components).score(photo, "group.jpg").result.faces
+    x1, y1, x2, y2 = face.box_xyxy
+    assert 1680 < x1 < x2 < 1850 and 880 < y1 < y2 < 1050
 
 
 def test_a_photo_is_compared_with_the_enrolled_person(components):
