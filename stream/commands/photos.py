@@ -52,16 +52,33 @@ def photo_inputs(specs: list[str], config: AppConfig) -> tuple[list[Photo], list
     """
     photos: list[Photo] = []
     others: list[str] = []
+    seen: Counter[str] = Counter()
     for spec in specs:
         paths = photos_in(spec, config.source)
         if not paths:
             others.append(spec)
             continue
-        folder = Path(spec.strip().removeprefix("file://")).expanduser().is_dir()
-        for path in paths:
-            source_id = f"{path.parent.name}/{path.name}" if folder else path.name
-            photos.append(Photo(path=path, source_id=source_id, named=not folder))
+        folder = Path(spec.strip().removeprefix("file://")).expanduser()
+        # A photo goes by its file name, in a folder by "folder/file" (the folder's own name, also
+        # for "."); a folder or file name met again gets "#1", "#2", ... before its suffix, as two
+        # video sources of one name get it after theirs: "album#1/x.jpg", "x#1.jpg".
+        if folder.is_dir():
+            prefix = _tagged(folder.resolve().name or str(folder.resolve()), seen) + "/"
+            photos.extend(Photo(path=path, source_id=prefix + path.name, named=False) for path in paths)
+        else:
+            (path,) = paths
+            photos.append(Photo(path=path, source_id=_tagged(path.name, seen), named=True))
     return photos, others
+
+
+def _tagged(name: str, seen: Counter[str]) -> str:
+    """``name``, or with ``#N`` before its suffix when it was seen N times before."""
+    count = seen[name]
+    seen[name] += 1
+    if not count:
+        return name
+    path = Path(name)
+    return f"{path.stem}#{count}{path.suffix}"
 
 
 def refuse_mixed(photos: list[Photo], others: list[str]) -> str | None:
@@ -99,7 +116,8 @@ def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig
     sinks: list[Sink] = []
     try:
         if output.video_path:
-            sinks.append(PhotoSink(output.video_path, single=len(photos) == 1))
+            out = Path(output.video_path)
+            sinks.append(PhotoSink(out, single=len(photos) == 1 and not out.is_dir()))
         if output.events_path:
             sinks.append(EventsSink(output.events_path))
     except (OSError, ValueError) as error:

@@ -19,8 +19,9 @@ class PhotoSink:
 
     With ``single`` the one photo goes to ``path`` itself, which must end in an image suffix
     (``PHOTO_OUTPUT_SUFFIXES``). Otherwise ``path`` is a folder (made if missing; it must not be
-    an existing file) and a photo whose ``source_id`` is ``album/beach.jpg`` is written as
-    ``album__beach.jpg`` there, so photos of two folders with the same file name stay apart.
+    an existing file, nor a missing one with an image name) and a photo whose ``source_id`` is
+    ``album/beach.jpg`` is written as ``album__beach.jpg`` there, so photos of two folders with the
+    same file name stay apart.
     ``ValueError`` for a path that cannot be such an output, ``OSError`` when a file cannot be
     written.
     """
@@ -38,6 +39,10 @@ class PhotoSink:
         if not single:
             if self.path.exists() and not self.path.is_dir():
                 raise ValueError(f"--out for several photos must be a folder, {self.path} is a file")
+            if not self.path.exists() and self.path.suffix.lower() in PHOTO_OUTPUT_SUFFIXES:
+                raise ValueError(
+                    f"--out for several photos must be a folder, got the image name {self.path.name!r}"
+                )
             self.path.mkdir(parents=True, exist_ok=True)
         self.written: list[Path] = []
 

@@ -61,6 +61,44 @@ def test_which_specs_name_photos(tmp_path):
         read_image(tmp_path / "missing.jpg")
 
 
+def test_photos_get_names_that_stay_apart_and_outputs_that_fit(tmp_path, monkeypatch):
+    from stream.commands.photos import photo_inputs
+    from stream.contracts import Frame, FrameResult
+    from stream.sinks import PhotoSink
+
+    for folder in ("a/album", "b/album", "c"):
+        (tmp_path / folder).mkdir(parents=True)
+    for path in ("a/album/x.jpg", "b/album/x.jpg", "c/x.jpg"):
+        write_rgb(tmp_path / path, np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.chdir(tmp_path / "c")
+    album_a, album_b = str(tmp_path / "a/album"), str(tmp_path / "b/album")
+    specs = [album_a, album_b, ".", "x.jpg", str(tmp_path / "a/album/x.jpg")]
+    photos, others = photo_inputs([*specs, "demo"], AppConfig())
+    assert others == ["demo"]
+    assert [(photo.source_id, photo.named) for photo in photos] == [
+        ("album/x.jpg", False),
+        ("album#1/x.jpg", False),
+        ("c/x.jpg", False),
+        ("x.jpg", True),
+        ("x#1.jpg", True),
+    ]
+
+    with pytest.raises(ValueError, match=r"for one photo must end in one of \.jpg.*got 'marked\.mp4'"):
+        PhotoSink(tmp_path / "marked.mp4", single=True)
+    with pytest.raises(ValueError, match=r"must be a folder, got the image name 'marked\.jpg'"):
+        PhotoSink(tmp_path / "marked.jpg", single=False)
+    with pytest.raises(ValueError, match=r"for several photos must be a folder, .* is a file"):
+        PhotoSink(tmp_path / "c" / "x.jpg", single=False)
+    sink = PhotoSink(tmp_path / "out", single=False)
+    image = np.full((6, 4, 3), 200, np.uint8)
+    for source_id in ("album#1/x.jpg", "scan.tif"):
+        sink.write(FrameResult(Frame(image, 0, 0.0, source_id), (), (), {}), image)
+    sink.write(FrameResult(Frame(image, 0, 0.0, "skipped.jpg"), (), (), {}), None)
+    assert [path.name for path in sink.written] == ["album#1__x.jpg", "scan.tif.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["album#1__x.jpg", "scan.tif.png"]
+    assert cv2.imread(str(sink.written[1])).shape == (6, 4, 3)
+
+
 def test_a_photo_declaring_gigapixels_is_refused_before_opencv_reads_it(tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(declared_png(30000, 30000))  # 57 bytes declaring 900 million pixels
