@@ -25,7 +25,7 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 SPEC_HELP = (
     "a webcam index ('0' or 'webcam:0'), an rtsp:// or http(s):// URL, a video file, "
-    "'screen:LEFT,TOP,WIDTH,HEIGHT', a folder of images, or 'demo[:SECONDS]'"
+    "'screen:LEFT,TOP,WIDTH,HEIGHT', an image file or a folder of images, or 'demo[:SECONDS]'"
 )
 
 
