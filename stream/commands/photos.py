@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
+import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.commands import REFERENCE_WORDS
 from stream.config import AppConfig
@@ -23,6 +26,10 @@ from stream.output_config import OutputConfig
 from stream.sinks import EventsSink, PhotoSink, Sink, write_summary
 from stream.sinks.sink import close_sinks
 from stream.sources import SourceError, photos_in, read_image
+
+if TYPE_CHECKING:
+    from stream.live.app import PipelineComponents
+    from stream.live.stills import PhotoScore, PhotoScorer
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +113,6 @@ def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig
         except SourceError as error:
             return _fail(str(error), EXIT_FAILED)
     from stream.live.app import SetupError, load_components
-    from stream.live.overlay import draw_overlay
     from stream.live.stills import PhotoScorer
 
     try:
@@ -124,49 +130,103 @@ def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig
         close_sinks(sinks)
         components.close()
         return _fail(f"cannot create an output: {error}", EXIT_FAILED)
-    records: list[dict[str, Any]] = []
-    errors: list[str] = []
+    stop = threading.Event()
+    previous_sigterm = _stop_on_sigterm(stop)
+    started = time.monotonic()
     try:
-        scorer = PhotoScorer(components)
+        run = _score_photos(photos, PhotoScorer(components), sinks, stop, components)
+    finally:
+        close_sinks(sinks)
+        components.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    counts = _counts(run.records)
+    summary = {
+        "model": components.describe(),
+        "mode": "photos",
+        "stopped_by": run.stopped_by,
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "counts": counts,
+        "photos": run.records,
+    }
+    if output.summary_path:
+        write_summary(output.summary_path, summary)
+        logger.info("summary written to %s", output.summary_path)
+    _print_counts(counts, len(photos))
+    nothing_read = not counts["read"] and run.stopped_by != "interrupt"
+    errors = run.errors or (["no photo could be read"] if nothing_read else [])
+    for line in errors:
+        print(f"deepwatch run: error: {line}", file=sys.stderr)
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+@dataclass
+class _PhotoRun:
+    """What scoring the photos gave: a record per photo reached, the errors that fail the run
+    (named photos that could not be read, an output that could not be written), and why it
+    stopped: ``end``, ``interrupt`` (Ctrl-C or SIGTERM) or ``error`` (an output failed)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stopped_by: str = "end"
+
+
+def _score_photos(
+    photos: list[Photo],
+    scorer: PhotoScorer,
+    sinks: list[Sink],
+    stop: threading.Event,
+    components: PipelineComponents,
+) -> _PhotoRun:
+    """Score ``photos`` in order until the end, ``stop``, Ctrl-C or an output that fails; every
+    photo finished is in the result, so the summary keeps it."""
+    from stream.live.overlay import draw_overlay
+
+    run = _PhotoRun()
+    enrolled = components.reference.name if components.reference else None
+    needs_annotated = any(sink.needs_annotated for sink in sinks)
+    threshold = components.threshold
+    try:
         for index, photo in enumerate(photos):
+            if stop.is_set():
+                run.stopped_by = "interrupt"
+                break
             try:
                 image = read_image(photo.path)
             except SourceError as error:
                 if photo.named:
-                    errors.append(str(error))
-                records.append(_record(photo, None, str(error)))
+                    run.errors.append(str(error))
+                run.records.append(_record(photo, None, str(error)))
                 print(f"photo {photo.source_id}: unreadable, {error}")
                 continue
             scored = scorer.score(image, photo.source_id, index)
-            annotated = (
-                draw_overlay(scored.result, threshold=components.threshold, hud=False)
-                if any(sink.needs_annotated for sink in sinks)
-                else None
-            )
-            for sink in sinks:
-                sink.write(scored.result, annotated)
+            annotated = None
+            if needs_annotated:
+                annotated = draw_overlay(scored.result, threshold=threshold, hud=False)
             record = _record(photo, scored, None)
-            records.append(record)
-            _print_photo(record, components.reference.name if components.reference else None)
-    except OSError as error:
-        return _fail(f"cannot write an output: {error}", EXIT_FAILED)
-    finally:
-        close_sinks(sinks)
-        components.close()
-    counts = _counts(records)
-    summary = {"model": components.describe(), "mode": "photos", "counts": counts, "photos": records}
-    if output.summary_path:
-        write_summary(output.summary_path, summary)
-        logger.info("summary written to %s", output.summary_path)
-    _print_counts(counts)
-    if errors or counts["read"] == 0:
-        for line in errors or ["no photo could be read"]:
-            print(f"deepwatch run: error: {line}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+            try:
+                for sink in sinks:
+                    sink.write(scored.result, annotated)
+            except OSError as error:
+                run.records.append(record | {"error": f"cannot write an output: {error}"})
+                run.errors.append(f"cannot write an output: {error}")
+                run.stopped_by = "error"
+                break
+            run.records.append(record)
+            _print_photo(record, enrolled)
+    except KeyboardInterrupt:
+        run.stopped_by = "interrupt"
+    return run
 
 
-def _record(photo: Photo, scored: Any, error: str | None) -> dict[str, Any]:
+def _stop_on_sigterm(stop: threading.Event) -> Any:
+    """SIGTERM stops after the photo in hand, like Ctrl-C (only possible from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
+def _record(photo: Photo, scored: PhotoScore | None, error: str | None) -> dict[str, Any]:
     record: dict[str, Any] = {"source_id": photo.source_id, "path": str(photo.path), "error": error}
     if scored is None:
         return record | {"width": None, "height": None, "faces": []}
@@ -206,10 +266,11 @@ def _print_photo(record: dict[str, Any], enrolled: str | None) -> None:
         print(line)
 
 
-def _print_counts(counts: dict[str, int]) -> None:
+def _print_counts(counts: dict[str, int], named: int) -> None:
+    reached = "" if counts["photos"] == named else f" of {named} (stopped early)"
     print(
-        f"{counts['photos']} photos ({counts['unreadable']} unreadable, {counts['without_face']} without a "
-        f"face), {counts['faces']} faces: {counts['REAL']} REAL, {counts['FAKE']} FAKE, "
+        f"{counts['photos']} photos{reached} ({counts['unreadable']} unreadable, {counts['without_face']} "
+        f"without a face), {counts['faces']} faces: {counts['REAL']} REAL, {counts['FAKE']} FAKE, "
         f"{counts['UNSURE']} UNSURE"
     )
 

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,34 @@ def run_cli(
         timeout=timeout_s,
         env=environment,
     )
+
+
+def run_cli_until(
+    *args: str, ready: Callable[[], bool], stop_signal: int = signal.SIGINT, timeout_s: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``deepwatch <args>``, send ``stop_signal`` once ``ready()`` holds (Ctrl-C by default),
+    and return what it did. Fails if it exits before it is ready, or is not ready in ``timeout_s``."""
+    process = subprocess.Popen(
+        cli_command(*args),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, f"not ready within {timeout_s} s"
+            time.sleep(0.2)
+        process.send_signal(stop_signal)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def assert_clean_failure(completed: subprocess.CompletedProcess, pattern: str) -> None:

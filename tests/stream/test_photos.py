@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import skimage.data
 from engine.metrics import roc_auc
 from stream.config import AppConfig
 from stream.sources import SourceConfig, SourceError, photos_in, read_image
-from tests.stream.conftest import assert_clean_failure, run_cli, small_config
+from tests.stream.conftest import assert_clean_failure, run_cli, run_cli_until, small_config
 from tests.stream.server.test_enrolment import declared_png
 from tests.stream.videos import write_demo_video
 
@@ -245,6 +246,31 @@ def test_run_on_photos_writes_a_verdict_per_face_and_skips_what_it_cannot_read(t
         assert f"photo {photo} face " in completed.stdout and f": {verdict} p_fake " in completed.stdout
     assert "photo album/3_noise.png: no face found" in completed.stdout
     assert "5 photos (2 unreadable, 1 without a face), 3 faces" in completed.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_a_photo_run_keeps_every_photo_scored_so_far(tmp_path, checkpoint_args, stop_signal):
+    album = tmp_path / "album"
+    album.mkdir()
+    for index in range(80):
+        write_rgb(album / f"{index:03d}.jpg", skimage.data.astronaut()[::2, ::2])
+    events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    completed = run_cli_until(
+        "run", str(album), "--config", str(small_config(tmp_path)), *checkpoint_args,
+        "--events", str(events), "--summary", str(summary),
+        ready=lambda: events.exists() and events.read_text().count("\n") >= 2, stop_signal=stop_signal,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    report = json.loads(summary.read_text())
+    assert report["stopped_by"] == "interrupt"
+    scored = report["counts"]["photos"]
+    assert 2 <= scored < 80 and report["counts"]["faces"] == scored
+    assert [photo["source_id"] for photo in report["photos"]] == [f"album/{i:03d}.jpg" for i in range(scored)]
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [line["source_id"] for line in lines] == [f"album/{i:03d}.jpg" for i in range(scored)]
+    assert f"{scored} photos of 80 (stopped early)" in completed.stdout
 
 
 def test_photo_runs_refuse_what_only_video_has_and_fail_fast_on_a_bad_photo(tmp_path):

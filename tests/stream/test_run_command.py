@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 
 from stream.contracts import VERDICTS
-from tests.conftest import REPO_ROOT
-from tests.stream.conftest import assert_clean_failure, cli_command, interruptible, run_cli, small_config
+from tests.stream.conftest import assert_clean_failure, run_cli, run_cli_until, small_config
 from tests.stream.videos import count_frames, write_demo_video
 
 
@@ -155,27 +151,13 @@ def test_ctrl_c_stops_cleanly_with_summary(tmp_path, checkpoint_args):
     video = tmp_path / "loop.mp4"
     write_demo_video(video, seconds=2.0, fps=10, width=320, height=240)
     events, summary = tmp_path / "events.jsonl", tmp_path / "summary.json"
-    process = subprocess.Popen(
-        cli_command(
-            "run", str(video), "--loop", "--realtime",
-            "--config", str(small_config(tmp_path)), *checkpoint_args,
-            "--events", str(events), "--summary", str(summary),
-        ),
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
+    completed = run_cli_until(
+        "run", str(video), "--loop", "--realtime", "--config", str(small_config(tmp_path)), *checkpoint_args,
+        "--events", str(events), "--summary", str(summary),
+        ready=lambda: events.exists() and "track_new" in events.read_text(),
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (events.exists() and "track_new" in events.read_text()):
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.5)
-        assert events.exists(), "no track appeared"
-        process.send_signal(signal.SIGINT)
-        _stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
     report = json.loads(summary.read_text())
     assert report["stopped_by"] == "interrupt"
     assert len(report["tracks"]) == 1 and report["tracks"][0]["frames"] > 0
