@@ -208,7 +208,8 @@ def _score_photos(
                 for sink in sinks:
                     sink.write(scored.result, annotated)
             except OSError as error:
-                run.records.append(record | {"error": f"cannot write an output: {error}"})
+                # Scored, but not all of its outputs were written: kept, and said so.
+                run.records.append(record | {"output_error": str(error)})
                 run.errors.append(f"cannot write an output: {error}")
                 run.stopped_by = "error"
                 break

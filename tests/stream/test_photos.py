@@ -197,6 +197,44 @@ def test_a_photo_is_compared_with_the_enrolled_person(components):
     assert PhotoScorer(components).score(photo, "after.jpg").result.faces[0].reference is None
 
 
+def test_an_output_that_fails_stops_the_run_and_keeps_what_was_scored(tmp_path, components):
+    import threading
+
+    from stream.commands.photos import Photo, _counts, _score_photos
+    from stream.live.stills import PhotoScorer
+
+    class FullDisk:
+        needs_annotated = True
+
+        def __init__(self) -> None:
+            self.written = 0
+
+        def write(self, result, annotated):
+            if self.written == 1:
+                raise OSError(28, "No space left on device")
+            self.written += 1
+
+        def write_events(self, events):
+            pass
+
+        def close(self):
+            pass
+
+    paths = [write_rgb(tmp_path / f"{i}.jpg", skimage.data.astronaut()[::2, ::2]) for i in range(3)]
+    photos = [Photo(path=path, source_id=path.name, named=True) for path in paths]
+    run = _score_photos(photos, PhotoScorer(components), [FullDisk()], threading.Event(), components)
+    assert run.stopped_by == "error"
+    assert run.errors == ["cannot write an output: [Errno 28] No space left on device"]
+    assert [record["source_id"] for record in run.records] == ["0.jpg", "1.jpg"]
+    assert "output_error" not in run.records[0] and run.records[1]["output_error"] == str(
+        OSError(28, "No space left on device")
+    )
+    assert _counts(run.records)["read"] == 2 and _counts(run.records)["faces"] == 2
+    stopped = threading.Event()
+    stopped.set()
+    assert _score_photos(photos, PhotoScorer(components), [], stopped, components).records == []
+
+
 @pytest.mark.slow
 def test_run_on_photos_writes_a_verdict_per_face_and_skips_what_it_cannot_read(tmp_path, checkpoint_args):
     album = tmp_path / "album"
