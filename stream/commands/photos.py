@@ -105,6 +105,8 @@ def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig
             return _fail(f"{flag} is for video sources; photos are scored one by one", EXIT_USAGE)
     if config.alerts.webhook_url:
         logger.warning("alerts.webhook_url is for video sources; photos send no webhook")
+    if output.video_path and any(_same_file(Path(output.video_path), photo.path) for photo in photos):
+        return _fail(f"--out {output.video_path} is one of the photos: it would be overwritten", EXIT_USAGE)
     if len(photos) == 1:
         # One photo is read before the models load, as a video source is opened first: a missing
         # or corrupt file is reported at once.
@@ -218,6 +220,13 @@ def _score_photos(
     except KeyboardInterrupt:
         run.stopped_by = "interrupt"
     return run
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _stop_on_sigterm(stop: threading.Event) -> Any:

@@ -325,6 +325,10 @@ def test_photo_runs_refuse_what_only_video_has_and_fail_fast_on_a_bad_photo(tmp_
     broken = run_cli("run", str(tmp_path / "broken.jpg"), "--config", config)
     assert_clean_failure(broken, r"cannot read image .*broken\.jpg: not an image OpenCV can decode")
     assert "model:" not in broken.stderr  # reported before the models load
+    itself = run_cli("run", str(photo), "--out", str(photo), "--config", config)
+    assert itself.returncode == 2
+    assert_clean_failure(itself, r"--out .*face\.jpg is one of the photos: it would be overwritten")
+    assert cv2.imread(str(photo)).shape == (32, 32, 3)
     movie = run_cli("run", str(photo), "--out", str(tmp_path / "x.mp4"), "--config", config)
     assert_clean_failure(movie, r"--out for one photo must end in one of \.jpg")
     empty = tmp_path / "empty"
