@@ -54,7 +54,7 @@ def main() -> None:
             for faces in args.faces:
                 image = photo(width, height, faces)
                 scorer.score(image, "warm-up")
-                results = [scorer.score(image, f"{size}-{faces}").result for _ in range(args.repeats)]
+                results = [scorer.score(image, f"{size}-{faces}") for _ in range(args.repeats)]
                 stages = {
                     stage: round(statistics.median(r.timings_ms.get(stage, 0.0) for r in results), 1)
                     for stage in ("detect", "crop", "encode", "score", "total")

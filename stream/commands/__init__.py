@@ -7,6 +7,7 @@ Each module defines ``register(subparsers) -> None``, which adds its parser and 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_reference_argument(parser: argparse.ArgumentParser) -> None:
@@ -28,3 +29,15 @@ REFERENCE_WORDS = {
     "other": "is not",
     "unsure": "too few samples to compare with",
 }
+
+
+# ``deepwatch run``'s exit codes, for video and photos alike.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def run_failed(message: str, code: int) -> int:
+    """Print ``deepwatch run``'s one error line for ``message``; return ``code`` to exit with."""
+    print(f"deepwatch run: error: {message}", file=sys.stderr)
+    return code

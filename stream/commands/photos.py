@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.commands import REFERENCE_WORDS
+from stream.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, REFERENCE_WORDS, run_failed
 from stream.config import AppConfig
 from stream.output_config import OutputConfig
 from stream.sinks import EventsSink, PhotoSink, Sink, write_summary
@@ -28,14 +28,11 @@ from stream.sinks.sink import close_sinks
 from stream.sources import SourceError, photos_in, read_image
 
 if TYPE_CHECKING:
+    from stream.contracts import FrameResult
     from stream.live.app import PipelineComponents
-    from stream.live.stills import PhotoScore, PhotoScorer
+    from stream.live.stills import PhotoScorer
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 # Options of ``deepwatch run`` that only mean something for video, as (attribute, flag).
 _VIDEO_ONLY_OPTIONS = (("show", "--show"), ("realtime", "--realtime"), ("loop", "--loop"), ("ray", "--ray"))
@@ -102,25 +99,26 @@ def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig
     """Score every face of ``photos``; print a line per face, write the outputs; the exit code."""
     for attribute, flag in _VIDEO_ONLY_OPTIONS:
         if getattr(args, attribute, None):
-            return _fail(f"{flag} is for video sources; photos are scored one by one", EXIT_USAGE)
+            return run_failed(f"{flag} is for video sources; photos are scored one by one", EXIT_USAGE)
     if config.alerts.webhook_url:
         logger.warning("alerts.webhook_url is for video sources; photos send no webhook")
     if output.video_path and any(_same_file(Path(output.video_path), photo.path) for photo in photos):
-        return _fail(f"--out {output.video_path} is one of the photos: it would be overwritten", EXIT_USAGE)
+        message = f"--out {output.video_path} is one of the photos: it would be overwritten"
+        return run_failed(message, EXIT_USAGE)
     if len(photos) == 1:
         # One photo is read before the models load, as a video source is opened first: a missing
         # or corrupt file is reported at once.
         try:
             read_image(photos[0].path)
         except SourceError as error:
-            return _fail(str(error), EXIT_FAILED)
+            return run_failed(str(error), EXIT_FAILED)
     from stream.live.app import SetupError, load_components
     from stream.live.stills import PhotoScorer
 
     try:
         components = load_components(config)
     except SetupError as error:
-        return _fail(str(error), EXIT_FAILED)
+        return run_failed(str(error), EXIT_FAILED)
     sinks: list[Sink] = []
     try:
         if output.video_path:
@@ -131,7 +129,7 @@ def run_photos(args: argparse.Namespace, config: AppConfig, output: OutputConfig
     except (OSError, ValueError) as error:
         close_sinks(sinks)
         components.close()
-        return _fail(f"cannot create an output: {error}", EXIT_FAILED)
+        return run_failed(f"cannot create an output: {error}", EXIT_FAILED)
     stop = threading.Event()
     previous_sigterm = _stop_on_sigterm(stop)
     started = time.monotonic()
@@ -201,14 +199,14 @@ def _score_photos(
                 run.records.append(_record(photo, None, str(error)))
                 print(f"photo {photo.source_id}: unreadable, {error}")
                 continue
-            scored = scorer.score(image, photo.source_id, index)
+            result = scorer.score(image, photo.source_id, index)
             annotated = None
             if needs_annotated:
-                annotated = draw_overlay(scored.result, threshold=threshold, hud=False)
-            record = _record(photo, scored, None)
+                annotated = draw_overlay(result, threshold=threshold, hud=False)
+            record = _record(photo, result, None)
             try:
                 for sink in sinks:
-                    sink.write(scored.result, annotated)
+                    sink.write(result, annotated)
             except OSError as error:
                 # Scored, but not all of its outputs were written: kept, and said so.
                 run.records.append(record | {"output_error": str(error)})
@@ -236,13 +234,13 @@ def _stop_on_sigterm(stop: threading.Event) -> Any:
     return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
 
-def _record(photo: Photo, scored: PhotoScore | None, error: str | None) -> dict[str, Any]:
+def _record(photo: Photo, result: FrameResult | None, error: str | None) -> dict[str, Any]:
     record: dict[str, Any] = {"source_id": photo.source_id, "path": str(photo.path), "error": error}
-    if scored is None:
+    if result is None:
         return record | {"width": None, "height": None, "faces": []}
-    height, width = scored.result.frame.image.shape[:2]
+    height, width = result.frame.image.shape[:2]
     faces = []
-    for face, event in zip(scored.result.faces, scored.result.events, strict=True):
+    for face, event in zip(result.faces, result.events, strict=True):
         faces.append({"face": face.track_id, **event.data})
     return record | {"width": width, "height": height, "faces": faces}
 
@@ -283,8 +281,3 @@ def _print_counts(counts: dict[str, int], named: int) -> None:
         f"without a face), {counts['faces']} faces: {counts['REAL']} REAL, {counts['FAKE']} FAKE, "
         f"{counts['UNSURE']} UNSURE"
     )
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"deepwatch run: error: {message}", file=sys.stderr)
-    return code

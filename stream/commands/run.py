@@ -13,7 +13,14 @@ from typing import Any
 
 from stream.cluster.command import add_arguments as add_cluster_arguments
 from stream.cluster.command import run_on_ray
-from stream.commands import REFERENCE_WORDS, add_reference_argument
+from stream.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    REFERENCE_WORDS,
+    add_reference_argument,
+    run_failed,
+)
 from stream.commands.photos import photo_inputs, refuse_mixed, run_photos
 from stream.config import AppConfig, ConfigError, load_config, with_model
 from stream.output_config import OutputConfig
@@ -29,10 +36,6 @@ from stream.sources import DEMO_SPEC, SPEC_HELP, FrameReader, SourceError, open_
 from stream.sources.redact import install_log_redaction
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,24 +80,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config) if args.config is not None else AppConfig()
     except ConfigError as error:
-        return _fail(str(error), EXIT_USAGE)
+        return run_failed(str(error), EXIT_USAGE)
     output = _output_config(config.output, args)
     specs = args.sources or [DEMO_SPEC]
     try:
         photos, others = photo_inputs(specs, config)
     except SourceError as error:
-        return _fail(str(error), EXIT_FAILED)
+        return run_failed(str(error), EXIT_FAILED)
     mixed = refuse_mixed(photos, others)
     if mixed:
-        return _fail(mixed, EXIT_USAGE)
+        return run_failed(mixed, EXIT_USAGE)
     if photos:
         return run_photos(args, with_model(config, args.checkpoint, args.reference), output, photos)
     if args.ray:
-        return run_on_ray(args, config, output, specs, print_summary=_print_summary, fail=_fail)
+        return run_on_ray(args, config, output, specs, print_summary=_print_summary, fail=run_failed)
     try:
         sources = _open_sources(specs, config, realtime=args.realtime, loop=args.loop)
     except SourceError as error:
-        return _fail(str(error), EXIT_FAILED)
+        return run_failed(str(error), EXIT_FAILED)
     config = with_model(config, args.checkpoint, args.reference)
 
     # Open the inputs first: a missing, corrupt or unreachable one is reported before the models
@@ -106,13 +109,13 @@ def run(args: argparse.Namespace) -> int:
             source.start()
         except SourceError as error:
             if len(sources) == 1:
-                return _fail(str(error), EXIT_FAILED)
+                return run_failed(str(error), EXIT_FAILED)
             failed[source.source_id] = str(error)
             logger.error("%s", error)
             continue
         started.append(source)
     if not started:
-        return _fail("; ".join(failed.values()), EXIT_FAILED)
+        return run_failed("; ".join(failed.values()), EXIT_FAILED)
 
     # Heavy imports (torch, facenet-pytorch) only once the inputs are known to be sound.
     from stream.live.app import SetupError, load_components
@@ -122,13 +125,13 @@ def run(args: argparse.Namespace) -> int:
         components = load_components(config)
     except SetupError as error:
         _stop_all(sources)
-        return _fail(str(error), EXIT_FAILED)
+        return run_failed(str(error), EXIT_FAILED)
     try:
         sinks, window = _make_sinks(output, sources, config)
     except (OSError, ValueError) as error:
         _stop_all(sources)
         components.close()
-        return _fail(f"cannot create an output: {error}", EXIT_FAILED)
+        return run_failed(f"cannot create an output: {error}", EXIT_FAILED)
     stop_event = threading.Event()
     runner = Runner(
         sources,
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = runner.run()
     except SourceError as error:
-        return _fail(str(error), EXIT_FAILED)
+        return run_failed(str(error), EXIT_FAILED)
     finally:
         components.close()
         if previous_sigterm is not None:
@@ -256,8 +259,3 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if not summary["tracks"]:
         print("no face was tracked")
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"deepwatch run: error: {message}", file=sys.stderr)
-    return code

@@ -16,7 +16,7 @@ inside an uncalibrated band) at once, never waiting for more samples.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,22 +30,6 @@ from tracking.face_step import FaceStep
 
 # The event each scored face of a photo emits (``--events``), one per face.
 PHOTO_FACE_EVENT = "photo_face"
-
-
-@dataclass(frozen=True)
-class PhotoScore:
-    """The faces of one photo, scored.
-
-    Attributes:
-        result: the photo as a one-frame ``FrameResult``: one confirmed, ready ``FaceResult`` per
-            face found (``track_id`` numbers the faces from 1 in the detector's order), one
-            ``photo_face`` event per face, and the stage timings.
-        scores: the scorer's ``Score`` per face, in the same order (``p_fake_raw`` is the face's
-            probability; ``reference`` the comparison with the enrolled person, if any).
-    """
-
-    result: FrameResult
-    scores: tuple[Score, ...]
 
 
 class PhotoScorer:
@@ -67,11 +51,14 @@ class PhotoScorer:
         margin = components.config.pipeline.uncertain_margin
         self.verdicts = VerdictRule(components.threshold, margin, components.real_threshold)
 
-    def score(self, image: np.ndarray, source_id: str, index: int = 0) -> PhotoScore:
+    def score(self, image: np.ndarray, source_id: str, index: int = 0) -> FrameResult:
         """Find, crop, encode and score the faces of ``image`` (H x W x 3 uint8 RGB).
 
-        ``source_id`` names the photo in the result and its events; ``index`` is its place in
-        the run. A photo without a face gives a result without faces.
+        The photo comes back as a one-frame result: one confirmed, ready ``FaceResult`` per face
+        found (``track_id`` numbers them from 1 in the detector's order; ``p_fake`` is the window
+        of copies' probability, ``reference`` the comparison with the enrolled person, if any),
+        one ``photo_face`` event per face, and the stage timings. ``source_id`` names the photo;
+        ``index`` is its place in the run. A photo without a face gives a result without faces.
         """
         components = self._components
         config = components.config
@@ -123,8 +110,7 @@ class PhotoScorer:
                 Event(PHOTO_FACE_EVENT, source_id, track.track_id, 0.0, wall_time=time.time(), data=data)
             )
         timings_ms["total"] = _ms_since(started)
-        result = FrameResult(frame=frame, faces=tuple(faces), events=tuple(events), timings_ms=timings_ms)
-        return PhotoScore(result=result, scores=tuple(scores))
+        return FrameResult(frame=frame, faces=tuple(faces), events=tuple(events), timings_ms=timings_ms)
 
     def _score_stills(self, features: np.ndarray) -> list[Score]:
         """Each row of ``features`` as a still face: one window of W copies, one head call per

@@ -6,14 +6,13 @@ crop and encoder on the photo and hands the reference to every scorer (``engine.
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from engine.reference import Reference, ReferenceError
+from stream.sources.image_header import TooManyPixels, declared_size
 from stream.sources.png import PNG_SIGNATURE
 
 # An uploaded photo's name as the page shows it: printable, at most this long.
@@ -47,21 +46,15 @@ def check_upload(data: bytes, name: str) -> None:
     """
     if not data.startswith((JPEG_SIGNATURE, PNG_SIGNATURE)):
         raise ReferenceError(f"cannot read reference photo {name}: expected a JPEG or PNG image")
-    from PIL import Image, UnidentifiedImageError  # scikit-image's dependency; reads headers only
-
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above ~89 M pixels: such a photo is refused below (its sides exceed the limit).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as error:
-        # Pillow refuses to open images of hundreds of megapixels at all.
+        size = declared_size(data)
+    except TooManyPixels as error:
         raise ReferenceError(
             f"reference photo {name} declares too many pixels: send at most {MAX_UPLOAD_SIDE_PX} px a side"
         ) from error
-    except (UnidentifiedImageError, OSError, ValueError):
+    if size is None:
         return
+    width, height = size
     if max(width, height) > MAX_UPLOAD_SIDE_PX:
         raise ReferenceError(
             f"reference photo {name} is {width} x {height} px: send at most {MAX_UPLOAD_SIDE_PX} px a side"

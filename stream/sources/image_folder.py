@@ -3,14 +3,13 @@ that list and read photos for ``deepwatch run``'s photo mode (``stream.live.stil
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from stream.sources.image_header import TooManyPixels, declared_size
 from stream.sources.png import png_chunk_problem
 from stream.sources.source import GrabbedImage, SourceError
 
@@ -48,35 +47,20 @@ def read_image(path: Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as error:
         raise SourceError(f"cannot read image {path} ({error.strerror})") from error
-    problem = png_chunk_problem(data) or _too_many_pixels(data)
+    # Before OpenCV allocates what the file declares (``stream.sources.png``, ``.image_header``).
+    problem = png_chunk_problem(data)
     if problem:
-        # Before OpenCV allocates what the file declares (``stream.sources.png``).
         raise SourceError(f"cannot read image {path}: {problem}")
+    try:
+        declared_size(data)
+    except TooManyPixels as error:
+        problem = f"it declares too many pixels for a photo ({error})"
+        raise SourceError(f"cannot read image {path}: {problem}") from error
     # The bytes already read (imdecode applies a JPEG's EXIF orientation, as imread does).
     image_bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image_bgr is None:
         raise SourceError(f"cannot read image {path}: not an image OpenCV can decode ({len(data)} bytes)")
     return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-
-
-def _too_many_pixels(data: bytes) -> str | None:
-    """Why the image's header declares more pixels than a photo has, or None.
-
-    A few KiB of PNG can declare an image of gigapixels, which OpenCV allocates before it finds
-    the data short. Pillow reads the header only, and refuses past its decompression-bomb limit
-    (2 x ``Image.MAX_IMAGE_PIXELS``, about 179 million pixels: more than any camera's photo).
-    """
-    from PIL import Image, UnidentifiedImageError  # scikit-image's dependency; reads headers only
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)):
-                return None
-    except Image.DecompressionBombError as error:
-        return f"it declares too many pixels for a photo ({error})"
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None  # not a format Pillow knows: OpenCV decides
 
 
 class ImageFolderGrabber:

@@ -130,8 +130,7 @@ def test_each_face_of_a_photo_is_scored_as_calibration_scores_a_still(components
     from tracking import FaceDetector, crop_faces
 
     image = astronaut_pair()
-    scored = PhotoScorer(components).score(image, "pair.jpg", index=4)
-    result = scored.result
+    result = PhotoScorer(components).score(image, "pair.jpg", index=4)
     assert result.frame.source_id == "pair.jpg" and result.frame.index == 4
     assert [face.track_id for face in result.faces] == [1, 2]
     assert set(result.timings_ms) >= {"detect", "track", "crop", "encode", "score", "total"}
@@ -159,9 +158,9 @@ def test_each_face_of_a_photo_is_scored_as_calibration_scores_a_still(components
     # Nothing carries over: the same photo scores the same again, a face-less one has no faces.
     scorer = PhotoScorer(components)
     empty = scorer.score(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8), "noise")
-    assert empty.result.faces == () and empty.result.events == () and empty.scores == ()
+    assert empty.faces == () and empty.events == ()
     again = scorer.score(image, "pair.jpg")
-    assert [f.p_fake for f in again.result.faces] == [f.p_fake for f in result.faces]
+    assert [f.p_fake for f in again.faces] == [f.p_fake for f in result.faces]
 
 
 def test_a_small_face_in_a_large_photo_is_found(components):
@@ -174,7 +173,7 @@ def test_a_small_face_in_a_large_photo_is_found(components):
     head = cv2.resize(skimage.data.astronaut()[0:260, 120:380], (130, 130), interpolation=cv2.INTER_AREA)
     photo[900:1030, 1700:1830] = head
     assert FaceDetector(AppConfig().detector).detect(photo) == []
-    (face,) = PhotoScorer(components).score(photo, "group.jpg").result.faces
+    (face,) = PhotoScorer(components).score(photo, "group.jpg").faces
     x1, y1, x2, y2 = face.box_xyxy
     assert 1680 < x1 < x2 < 1850 and 880 < y1 < y2 < 1050
 
@@ -189,12 +188,12 @@ def test_a_photo_is_compared_with_the_enrolled_person(components):
         scored = PhotoScorer(components).score(np.concatenate([photo, mirrored], axis=1), "pair.jpg")
     finally:
         components.set_reference(None)
-    matches = [face.reference for face in scored.result.faces]
+    matches = [face.reference for face in scored.faces]
     assert len(matches) == 2 and all(match is not None for match in matches)
     assert [match.verdict for match in matches if match] == ["match", "match"]
     assert [match.samples for match in matches if match] == [components.checkpoint.window_size] * 2
-    assert [event.data["reference"]["verdict"] for event in scored.result.events] == ["match", "match"]
-    assert PhotoScorer(components).score(photo, "after.jpg").result.faces[0].reference is None
+    assert [event.data["reference"]["verdict"] for event in scored.events] == ["match", "match"]
+    assert PhotoScorer(components).score(photo, "after.jpg").faces[0].reference is None
 
 
 def test_an_output_that_fails_stops_the_run_and_keeps_what_was_scored(tmp_path, components):
@@ -370,7 +369,7 @@ def test_photo_mode_gives_the_scores_deepwatch_eval_gives(components, data_dir):
     window = components.checkpoint.window_size
     labels, scores = [], []
     for path in images:
-        faces = scorer.score(read_image(path), path.name).result.faces
+        faces = scorer.score(read_image(path), path.name).faces
         cache = extractor.extract_image(path)
         features = components.encoder.encode(cache.crops)
         expected = [window_scorer.score_window(np.repeat(row[None], window, axis=0)) for row in features]
