@@ -37,8 +37,9 @@ class ModelConfig:
 
     Attributes:
         checkpoint: path of a scorer checkpoint; None uses the model shipped with deepwatch.
-        reference: photos of the person who should be on screen (``engine.reference``); every
-            face is then also compared with them. Empty: nobody is enrolled.
+        reference: photos or short clips (``stream.live.reference``) of the person who should be
+            on screen (``engine.reference``); every face is then also compared with them. Empty:
+            nobody is enrolled.
     """
 
     checkpoint: str | None = None
@@ -50,7 +51,7 @@ class ModelConfig:
         if not isinstance(self.reference, (list, tuple)) or not all(
             isinstance(path, str) and path for path in self.reference
         ):
-            raise ValueError(f"reference must be a list of photo paths, got {self.reference!r}")
+            raise ValueError(f"reference must be a list of photo or clip paths, got {self.reference!r}")
         object.__setattr__(self, "reference", tuple(self.reference))
 
 

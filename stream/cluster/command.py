@@ -159,10 +159,6 @@ def run_on_ray(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     summary = {"ray": args.ray, **outcome.summary}
-    if photos:
-        summary["model"] = {
-            "reference": {"name": ", ".join(name for name, _ in photos), "photos": len(photos)}
-        }
     if output.summary_path:
         write_summary(output.summary_path, summary)
         logger.info("summary written to %s", output.summary_path)
@@ -187,14 +183,25 @@ def crowded_local_warning(address: str, streams: int, cpus: int) -> str | None:
 
 
 def reference_photos(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
-    """``(name, bytes)`` of each enrolment photo, each checked to decode as an image here, on the
+    """``(name, bytes)`` of each enrolment photo or clip, each checked to decode here, on the
     driver, so a wrong file fails before any actor starts (faces are found on the workers)."""
-    from stream.live.reference import decode_reference_photo, photo_bytes
+    from stream.live.reference import (
+        decode_reference_photo,
+        is_reference_clip,
+        open_reference_clip,
+        photo_bytes,
+    )
 
-    photos = tuple((Path(raw).name, photo_bytes(Path(raw))) for raw in paths)
+    photos = []
+    for raw in paths:
+        path = Path(raw)
+        if is_reference_clip(path):
+            open_reference_clip(path)  # exists, not too large, decodes
+        photos.append((path.name, photo_bytes(path)))
     for name, data in photos:
-        decode_reference_photo(data, name)
-    return photos
+        if not is_reference_clip(name):
+            decode_reference_photo(data, name)
+    return tuple(photos)
 
 
 def _make_sinks(output: OutputConfig, config: AppConfig, first_spec: str, first_id: str) -> list[Sink]:

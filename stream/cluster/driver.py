@@ -128,6 +128,7 @@ class _Stream:
     unavailable_since: float | None = None
     live: bool = False
     retry_at_s: float = 0.0
+    enrolled: tuple[str, int] | None = None
 
 
 class ClusterRun:
@@ -290,6 +291,7 @@ class ClusterRun:
             self._fail(stream, _cause(error))
             return
         stream.unavailable_since = None
+        stream.enrolled = result.enrolled or stream.enrolled
         if result.incarnation != stream.incarnation:
             if stream.incarnation is not None:
                 stream.restarts += 1
@@ -482,7 +484,16 @@ class ClusterRun:
                 {k: v for k, v in record.items() if k not in ("ended", "seq")}
                 for _, record in sorted(self._tracks.items())
             ],
+            **self._enrolment(),
         }
+
+    def _enrolment(self) -> dict[str, Any]:
+        """``{"model": {"reference": {name, photos}}}`` as the workers enrolled the person (each
+        stream enrols the same files), or nothing when nobody was enrolled."""
+        enrolled = next((s.enrolled for s in self._streams.values() if s.enrolled), None)
+        if enrolled is None:
+            return {}
+        return {"model": {"reference": {"name": enrolled[0], "photos": enrolled[1]}}}
 
 
 def _advance(cursor: Cursor, result: StepResult) -> Cursor:

@@ -19,10 +19,19 @@ from stream.live.pipeline import Pipeline
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StreamStages:
+    """What a stream worker runs: its pipeline, and whom it enrolled (``(name, photos)`` as
+    ``stream.live.reference`` names them, clip frames counted; None when nobody)."""
+
+    pipeline: Pipeline
+    enrolled: tuple[str, int] | None = None
+
+
 class StageFactory(Protocol):
     """Builds a stream's pipeline and the shared encoder, on the worker that runs them."""
 
-    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
+    def new_pipeline(self, encoder: Encoder, live: bool) -> StreamStages:
         """The per-stream pipeline (detector, tracker, crops, scorer) around a given encoder.
 
         ``live`` (a camera, or a file paced as one): detection and scoring run on the pipeline's
@@ -44,15 +53,15 @@ class StageFactory(Protocol):
 class AppStages:
     """The real stages, as ``deepwatch run`` builds them in one process (``stream.live.app``).
 
-    ``reference_photos``: ``(name, file bytes)`` of the enrolled person's photos, read on the
-    driver (a worker node need not see the driver's files); each stream enrols them on its worker
-    with its own detector and the encoder pool, so no model loads on the driver.
+    ``reference_photos``: ``(name, file bytes)`` of the enrolled person's photos and clips, read
+    on the driver (a worker node need not see the driver's files); each stream enrols them on its
+    worker with its own detector and the encoder pool, so no model loads on the driver.
     """
 
     config: AppConfig
     reference_photos: tuple[tuple[str, bytes], ...] = ()
 
-    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
+    def new_pipeline(self, encoder: Encoder, live: bool) -> StreamStages:
         from engine.checkpoint import load_checkpoint
         from stream.live.app import PipelineComponents
         from tracking import FaceDetector
@@ -65,13 +74,15 @@ class AppStages:
             encoder=encoder,  # type: ignore[arg-type]
             checkpoint=checkpoint,
         )
+        enrolled = None
         if self.reference_photos:
-            from stream.live.reference import decode_reference_photo
+            from stream.live.reference import decode_reference_media
 
-            components.enrol(
-                [(name, decode_reference_photo(data, name)) for name, data in self.reference_photos]
-            )
-        return components.live_pipeline() if live else components.new_pipeline()
+            with decode_reference_media(self.reference_photos) as media:
+                reference = components.enrol(media)
+            enrolled = (reference.name, reference.photos)
+        pipeline = components.live_pipeline() if live else components.new_pipeline()
+        return StreamStages(pipeline, enrolled)
 
     def new_encoder(self, device: str) -> Encoder:
         from engine.calibration import precision_mismatch

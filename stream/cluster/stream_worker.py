@@ -78,6 +78,7 @@ class StepResult:
         live: the source keeps only its newest frame (a camera, a stream, a paced file).
         incarnation: a number that changes when Ray restarts the actor.
         node_id: the Ray node that ran this step.
+        enrolled: ``(name, photos)`` of the person this stream's worker enrolled, or None.
     """
 
     frame_index: int
@@ -93,6 +94,7 @@ class StepResult:
     live: bool
     incarnation: str
     node_id: str
+    enrolled: tuple[str, int] | None = None
 
 
 class StreamWorker:
@@ -115,9 +117,9 @@ class StreamWorker:
             loop=stream.loop,
             source_id=stream.source_id,
         )
-        self._pipeline = stages.new_pipeline(
-            PooledEncoder(encoders, stream.source_id), live=self._source.live
-        )
+        built = stages.new_pipeline(PooledEncoder(encoders, stream.source_id), live=self._source.live)
+        self._pipeline = built.pipeline
+        self._enrolled = built.enrolled
         self._cursor: Cursor | None = None
         self._track_offset = 0
         self._event_seq = 0
@@ -231,4 +233,5 @@ class StreamWorker:
             live=self._source.live,
             incarnation=self._incarnation,
             node_id=self._node_id,
+            enrolled=self._enrolled,
         )

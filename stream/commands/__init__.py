@@ -11,13 +11,14 @@ import sys
 
 
 def add_reference_argument(parser: argparse.ArgumentParser) -> None:
-    """``--reference PHOTO`` (repeatable), as ``deepwatch run`` and ``deepwatch serve`` take it."""
+    """``--reference PHOTO|CLIP`` (repeatable), as ``deepwatch run`` and ``deepwatch serve`` take it."""
     parser.add_argument(
         "--reference",
         action="append",
-        metavar="PHOTO",
-        help="a photo of the person who should be on screen (repeat for several photos of them): every "
-        "face is also compared with them, inner face and head apart (README, Enrolment)",
+        metavar="PHOTO|CLIP",
+        help="a photo or a short video (.mp4, .mov, ...: 8 of its frames, 4 a second from the start) of "
+        "the person who should be on screen; repeat for several: every face is also compared with "
+        "them, inner face and head apart (README, Enrolment)",
     )
 
 

@@ -33,7 +33,7 @@ from stream.calibration import with_calibration
 from stream.live.alerts import AlertConfig, AlertMonitor
 from stream.live.batching import SharedStages
 from stream.live.pipeline import Pipeline, PipelineConfig
-from stream.live.reference import enrol, read_reference_photos
+from stream.live.reference import ReferenceMedia, enrol, read_reference_photos
 from stream.live.shedding import shed_levels
 from stream.live.verdict import resolve_threshold
 from tracking import FaceDetector, FaceTracker, Track, crop_faces
@@ -198,9 +198,10 @@ class PipelineComponents:
         outer face and carries reference thresholds."""
         return self.checkpoint.reference is not None and head_features(self.checkpoint.head_type) == FEATURES
 
-    def enrol(self, photos: Sequence[tuple[str, np.ndarray]]) -> Reference:
-        """Enrol the person in ``(name, RGB image)`` photos for every pipeline of these components,
-        from the next sample on (``deepwatch serve``'s page calls this). Thread-safe.
+    def enrol(self, photos: Sequence[ReferenceMedia]) -> Reference:
+        """Enrol the person in ``(name, RGB image)`` photos and reference clips
+        (``stream.live.reference``) for every pipeline of these components, from the next sample
+        on (``deepwatch serve``'s page calls this). Thread-safe.
 
         Raises:
             ReferenceError: the model cannot compare, or a photo shows no face.

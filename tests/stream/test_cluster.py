@@ -21,6 +21,7 @@ import pytest
 import tests.stream.fakes as fakes
 from stream.cluster.driver import ClusterOptions, ClusterRun
 from stream.cluster.encoder_pool import PoolOptions
+from stream.cluster.stages import StreamStages
 from stream.cluster.stream_worker import StreamSpec
 from stream.contracts import Encoder, FrameResult
 from stream.live.batching import SharedStages
@@ -69,14 +70,16 @@ class SlowBoxDetector:
 class FakeStages:
     """A ``StageFactory`` of fakes (pickled by value to the workers)."""
 
-    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
-        return Pipeline(
-            detector=SlowBoxDetector(),
-            tracker_factory=fakes.ScriptedTracker,
-            crop=fakes.fake_crop,
-            encoder=encoder,
-            scorer_factory=lambda: fakes.FixedRateScorer(sample_rate_hz=5.0),
-            detect_every_n_frames=1,
+    def new_pipeline(self, encoder: Encoder, live: bool) -> StreamStages:
+        return StreamStages(
+            Pipeline(
+                detector=SlowBoxDetector(),
+                tracker_factory=fakes.ScriptedTracker,
+                crop=fakes.fake_crop,
+                encoder=encoder,
+                scorer_factory=lambda: fakes.FixedRateScorer(sample_rate_hz=5.0),
+                detect_every_n_frames=1,
+            )
         )
 
     def new_encoder(self, device: str) -> Encoder:
@@ -107,7 +110,7 @@ class LiveFakeStages(FakeStages):
     def __init__(self, hold: str) -> None:
         self.hold = hold
 
-    def new_pipeline(self, encoder: Encoder, live: bool) -> Pipeline:
+    def new_pipeline(self, encoder: Encoder, live: bool) -> StreamStages:
         if not live:
             return super().new_pipeline(encoder, live)
         stages = SharedStages(
@@ -117,11 +120,13 @@ class LiveFakeStages(FakeStages):
             detect_every_n_frames=1,
         )
         stages.start()
-        return Pipeline(
-            stages=stages,
-            tracker_factory=fakes.ScriptedTracker,
-            crop=fakes.fake_crop,
-            detect_every_n_frames=1,
+        return StreamStages(
+            Pipeline(
+                stages=stages,
+                tracker_factory=fakes.ScriptedTracker,
+                crop=fakes.fake_crop,
+                detect_every_n_frames=1,
+            )
         )
 
     def new_encoder(self, device: str) -> Encoder:
@@ -348,14 +353,19 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
     write_demo_video(video, seconds=3.0, fps=15, width=320, height=240)
     frames = count_frames(video)
     events_path, summary_path, out = tmp_path / "e.jsonl", tmp_path / "s.json", tmp_path / "o.mp4"
-    # The demo scene is the astronaut photograph: enrolled, she matches herself on the workers.
+    # The demo scene is the astronaut photograph: enrolled from it and from a clip of it (sent to
+    # the workers as bytes), she matches herself on the workers.
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    reference_clip = tmp_path / "reference.mp4"
+    write_demo_video(reference_clip, seconds=2.5, fps=10, width=320, height=240)
     completed = run_cli(
         "run",
         str(video),
         "--reference",
         str(photo),
+        "--reference",
+        str(reference_clip),
         "--ray",
         "local",
         "--config",
@@ -383,9 +393,9 @@ def test_run_ray_local_end_to_end_with_the_real_models(tmp_path: Path, checkpoin
     assert {event["kind"] for event in events} >= {"track_new", "track_end"}
     assert count_frames(out) == frames
     assert [track["track_id"] for track in summary["tracks"]] == sorted({e["track_id"] for e in events})
-    assert summary["model"]["reference"] == {"name": "astronaut.png", "photos": 1}
+    assert summary["model"]["reference"] == {"name": "astronaut.png, reference.mp4 (8 frames)", "photos": 9}
     assert [track["reference"]["verdict"] for track in summary["tracks"]] == ["match"]
-    assert "matches astronaut.png" in completed.stdout
+    assert "matches astronaut.png, reference.mp4 (8 frames)" in completed.stdout
 
 
 def test_a_gpu_encoder_actor_runs_fp32_when_the_config_asks_for_int8(monkeypatch: pytest.MonkeyPatch) -> None:

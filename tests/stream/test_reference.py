@@ -101,6 +101,27 @@ def test_run_with_a_reference_tells_the_person_a_swap_and_a_stranger_apart(
 
 
 @pytest.mark.slow
+def test_a_reference_clip_enrols_eight_of_its_frames_and_the_person_matches(tmp_path, faces, checkpoint_args):
+    """The demo video (the astronaut photograph moving and zooming) as the reference clip."""
+    from tests.stream.videos import write_demo_video
+
+    clip = tmp_path / "call start.mp4"
+    write_demo_video(clip, seconds=3.0, fps=15, width=320, height=240)
+    summary = tmp_path / "summary.json"
+    completed = run_cli(
+        "run", str(faces["astronaut"]), "--config", str(frames_config(tmp_path)), *checkpoint_args,
+        "--reference", str(clip), "--summary", str(summary),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(summary.read_text())
+    assert report["model"]["reference"]["name"] == "call start.mp4 (8 frames)"
+    assert report["model"]["reference"]["photos"] == 8
+    (track,) = report["tracks"]
+    assert track["reference"]["verdict"] == "match", track["reference"]
+    assert "matches call start.mp4 (8 frames)" in completed.stdout
+
+
+@pytest.mark.slow
 def test_a_reference_photo_without_a_face_is_refused_by_name(tmp_path, faces, checkpoint_args):
     blank = write_rgb(tmp_path / "wall.png", np.full((240, 320, 3), 128, np.uint8))
     completed = run_cli(
@@ -123,6 +144,14 @@ def test_with_ray_a_bad_reference_photo_fails_before_ray_starts(tmp_path, faces)
         "--config", str(frames_config(tmp_path)),
     )  # fmt: skip
     assert_clean_failure(completed, r"cannot read reference photo garbled\.png: expected a JPEG or PNG")
+    assert "Ray" not in completed.stderr.replace("--ray", "")
+    not_a_clip = tmp_path / "call.mp4"
+    not_a_clip.write_bytes(b"no video here" * 50)
+    completed = run_cli(
+        "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(not_a_clip),
+        "--config", str(frames_config(tmp_path)),
+    )  # fmt: skip
+    assert_clean_failure(completed, r"cannot read reference clip call\.mp4: expected a video")
     assert "Ray" not in completed.stderr.replace("--ray", "")
 
 
