@@ -197,10 +197,11 @@ def reference_photos(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
         path = Path(raw)
         if is_reference_clip(path):
             open_reference_clip(path)  # exists, not too large, decodes
-        photos.append((path.name, photo_bytes(path)))
-    for name, data in photos:
-        if not is_reference_clip(name):
-            decode_reference_photo(data, name)
+            photos.append((path.name, photo_bytes(path)))
+        else:
+            data = photo_bytes(path)
+            decode_reference_photo(data, path.name)
+            photos.append((path.name, data))
     return tuple(photos)
 
 

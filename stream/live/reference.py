@@ -62,14 +62,13 @@ class ReferenceClip:
                 raise ReferenceError(_unreadable_clip(self.name))
             fps = capture.get(cv2.CAP_PROP_FPS)
             fps = fps if fps and 0 < fps < 1000 else 25.0
-            index, due_s, decoded = 0, 0.0, 0
+            decoded, due_s = 0, 0.0
             while True:
                 ok, bgr = capture.read()
                 if not ok or bgr is None:
                     break
+                time_s = decoded / fps
                 decoded += 1
-                time_s = index / fps
-                index += 1
                 if time_s > CLIP_SCAN_S:
                     break
                 if time_s + 0.5 / fps >= due_s:

@@ -137,22 +137,18 @@ def test_with_ray_a_bad_reference_photo_fails_before_ray_starts(tmp_path, faces)
         "--config", str(frames_config(tmp_path)),
     )  # fmt: skip
     assert_clean_failure(missing, r"reference photo not found or unreadable: .*no\.png")
-    garbled = tmp_path / "garbled.png"
-    garbled.write_bytes(b"\x89PNG not really")
-    completed = run_cli(
-        "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(garbled),
-        "--config", str(frames_config(tmp_path)),
-    )  # fmt: skip
-    assert_clean_failure(completed, r"cannot read reference photo garbled\.png: expected a JPEG or PNG")
-    assert "Ray" not in completed.stderr.replace("--ray", "")
-    not_a_clip = tmp_path / "call.mp4"
-    not_a_clip.write_bytes(b"no video here" * 50)
-    completed = run_cli(
-        "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(not_a_clip),
-        "--config", str(frames_config(tmp_path)),
-    )  # fmt: skip
-    assert_clean_failure(completed, r"cannot read reference clip call\.mp4: expected a video")
-    assert "Ray" not in completed.stderr.replace("--ray", "")
+    (tmp_path / "garbled.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "call.mp4").write_bytes(b"no video here" * 50)
+    for name, message in (
+        ("garbled.png", r"cannot read reference photo garbled\.png: expected a JPEG or PNG"),
+        ("call.mp4", r"cannot read reference clip call\.mp4: expected a video"),
+    ):
+        completed = run_cli(
+            "run", str(faces["astronaut"]), "--ray", "local", "--reference", str(tmp_path / name),
+            "--config", str(frames_config(tmp_path)),
+        )  # fmt: skip
+        assert_clean_failure(completed, message)
+        assert "Ray" not in completed.stderr.replace("--ray", "")
 
 
 def frames_config(tmp_path):
