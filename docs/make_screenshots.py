@@ -10,7 +10,7 @@ no frame of ../shared/data ends up in the repository:
 
 The page is the real one, over HTTPS with a self-signed certificate, with the shipped model; the
 videos are played as server-side sources. The astronaut photograph is enrolled through the page
-first ("Enrol a photo…"), so the table also compares each face with her. Needs Debian's chromium
+first ("Enrol photos or a clip…"), so the table also compares each face with her. Needs Debian's chromium
 and playwright (as the browser tests). Run: ``python docs/make_screenshots.py`` (about a minute on 2 cores).
 """
 

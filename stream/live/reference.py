@@ -15,6 +15,9 @@ while DeepFaceLive swap windows that passed rose from 25 % to 34 % (README, mode
 without a face are skipped; a clip with no face in its first ``CLIP_SCAN_S``
 seconds is refused by name. Frames are decoded from the start and one at a time, so a long or
 high-resolution clip costs no more memory than one frame.
+
+``ReferenceFrames`` are a clip's frames already taken (the page takes them from a video file or
+from the video it shares, in the browser, and sends them as still images): enrolled as a clip's are.
 """
 
 from __future__ import annotations
@@ -80,8 +83,21 @@ class ReferenceClip:
             capture.release()
 
 
-# What enrolment takes: ``(name, RGB image)`` photos and reference clips.
-ReferenceMedia = tuple[str, np.ndarray] | ReferenceClip
+@dataclass(frozen=True)
+class ReferenceFrames:
+    """Frames of one clip of the person, already decoded and taken at ``CLIP_RATE_HZ`` (H x W x 3
+    uint8 RGB each); enrolled like a ``ReferenceClip``: the same face followed from frame to frame."""
+
+    name: str
+    images: tuple[np.ndarray, ...]
+
+    def frames(self) -> Iterator[tuple[float, np.ndarray]]:
+        for index, image in enumerate(self.images):
+            yield index / CLIP_RATE_HZ, image
+
+
+# What enrolment takes: ``(name, RGB image)`` photos, reference clips and clips' frames.
+ReferenceMedia = tuple[str, np.ndarray] | ReferenceClip | ReferenceFrames
 
 
 def is_reference_clip(name: str | Path) -> bool:
@@ -177,7 +193,9 @@ def reference_crop(image: np.ndarray, detector: Detector, crop: CropConfig, name
     return face_crop(image, face.box_xyxy, face.landmarks_5x2, crop)
 
 
-def clip_crops(clip: ReferenceClip, detector: Detector, crop: CropConfig) -> list[np.ndarray]:
+def clip_crops(
+    clip: ReferenceClip | ReferenceFrames, detector: Detector, crop: CropConfig
+) -> list[np.ndarray]:
     """Crops of the person in the first ``CLIP_FRAMES`` frames of ``clip`` that show a face: the
     largest face of the first such frame, then in each later frame the face nearest the last one."""
     crops: list[np.ndarray] = []
@@ -196,9 +214,13 @@ def clip_crops(clip: ReferenceClip, detector: Detector, crop: CropConfig) -> lis
         if len(crops) == CLIP_FRAMES:
             break
     if not crops:
+        scanned = (
+            f"its first {CLIP_SCAN_S:g} s, {CLIP_RATE_HZ:g} frames a second"
+            if isinstance(clip, ReferenceClip)
+            else f"{len(clip.images)} frames"
+        )
         raise ReferenceError(
-            f"no face found in reference clip {clip.name} (its first {CLIP_SCAN_S:g} s, "
-            f"{CLIP_RATE_HZ:g} frames a second): enrol a clip that shows the face"
+            f"no face found in reference clip {clip.name} ({scanned}): enrol a clip that shows the face"
         )
     return crops
 
@@ -218,7 +240,7 @@ def enrol(
     crops: list[np.ndarray] = []
     names: list[str] = []
     for item in media:
-        if isinstance(item, ReferenceClip):
+        if isinstance(item, (ReferenceClip, ReferenceFrames)):
             frames = clip_crops(item, detector, crop)
             crops.extend(frames)
             names.append(f"{item.name} ({len(frames)} frames)")

@@ -13,8 +13,9 @@ Routes (``/api/*`` and ``/metrics`` need the token when one is set):
 - ``GET /api/sessions``, ``DELETE /api/sessions/{id}``: list and close sessions.
 - ``GET /api/reference``: whether faces can be compared with an enrolled person, and who is.
 - ``PUT /api/reference?name=N``: a JPEG or PNG photo (within the body limit: the page shrinks it
-  first) enrols the person who should be on screen, for every session (``engine.reference``);
-  ``DELETE /api/reference`` forgets them.
+  first), or multipart/form-data of up to 8 photos or of a clip's frames
+  (``stream.server.enrolment``), enrols the person who should be on screen, for every session
+  (``engine.reference``); ``DELETE /api/reference`` forgets them.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.reference import Reference, ReferenceError
-from stream.live.reference import decode_reference_photo
-from stream.server.enrolment import Enrolment, check_upload, reference_json, upload_name
+from stream.server.enrolment import Enrolment, Upload, multipart_body_limit, read_upload, reference_json
 from stream.server.ice import disable_loopback_candidates, enable_loopback_candidates
 from stream.server.messages import parse_offer
 from stream.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -217,17 +217,11 @@ class Server:
 
     async def put_reference(self, request: web.Request) -> web.Response:
         enrolment = self._require_enrolment()
-        if request.content_type not in ("image/jpeg", "image/png"):
-            raise http_error(
-                web.HTTPUnsupportedMediaType,
-                f"the reference photo must be image/jpeg or image/png, got {request.content_type!r:.60}",
-            )
-        name = upload_name(request.query.get("name"))
-        data = await request.read()
+        upload = await read_upload(request, self.options.max_body_bytes)
         loop = asyncio.get_running_loop()
         try:
-            # Detection and encoding run on the inference thread, never on the event loop.
-            reference = await loop.run_in_executor(self.executor, _enrol_upload, enrolment, data, name)
+            # Decoding, detection and encoding run on the inference thread, never on the event loop.
+            reference = await loop.run_in_executor(self.executor, _enrol_upload, enrolment, upload)
         except ReferenceError as error:
             raise http_error(web.HTTPUnprocessableEntity, str(error)) from error
         logger.info("enrolled %r from the page", reference.name)
@@ -303,6 +297,7 @@ def create_app(
                 server.metrics,
                 loopback_only=options.token is None and is_loopback_host(options.host),
                 limiter=TokenFailureLimiter(options.max_token_failures, options.token_failure_window_s),
+                larger_bodies={"/api/reference": multipart_body_limit(options.max_body_bytes)},
             )
         ],
     )
@@ -345,9 +340,8 @@ def create_app(
     return app
 
 
-def _enrol_upload(enrolment: Enrolment, data: bytes, name: str) -> Reference:
-    check_upload(data, name)
-    return enrolment.enrol([(name, decode_reference_photo(data, name))])
+def _enrol_upload(enrolment: Enrolment, upload: Upload) -> Reference:
+    return enrolment.enrol(upload.media())
 
 
 def _load_assets() -> dict[str, _Asset]:

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -185,11 +185,15 @@ def security_middleware(
     *,
     loopback_only: bool,
     limiter: TokenFailureLimiter | None = None,
+    larger_bodies: Mapping[str, int] | None = None,
 ) -> Middleware:
     """Checks the token and the origin on protected routes, refuses oversized bodies before
     reading them, turns every HTTP error into a JSON body, logs one line per rejected request,
     and adds the security headers to every response. ``loopback_only``: the server listens on
-    loopback without a token. ``limiter``: answers 429 to a client after repeated bad tokens."""
+    loopback without a token. ``limiter``: answers 429 to a client after repeated bad tokens.
+    ``larger_bodies``: paths that take more than ``max_body_bytes`` (their handler reads the body
+    with its own limits), and how much."""
+    limits = dict(larger_bodies or {})
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -201,16 +205,16 @@ def security_middleware(
                 problem = cross_site_problem(request, loopback_only)
                 if problem is not None:
                     raise http_error(web.HTTPForbidden, problem)
-            if request.content_length is not None and request.content_length > max_body_bytes:
-                raise web.HTTPRequestEntityTooLarge(
-                    max_size=max_body_bytes, actual_size=request.content_length
-                )
+            limit = limits.get(request.path, max_body_bytes)
+            if request.content_length is not None and request.content_length > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
             response = await handler(request)
         except web.HTTPException as error:
             if error.status >= 400:
                 metrics.bad_requests.labels(status=str(error.status)).inc()
                 if error.status == 413:
-                    message = f"request body larger than {max_body_bytes} bytes"
+                    default = f"request body larger than {limits.get(request.path, max_body_bytes)} bytes"
+                    message = _message_of(error, default)
                 else:
                     message = _message_of(error, error.reason)
                 # The path without its query (which may hold the token), quoted against log injection.

@@ -342,6 +342,54 @@ def uploads() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+BOUNDARY = "deepwatch-fuzz-boundary"
+
+
+@st.composite
+def multipart_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
+    """A multipart body of 0-10 parts (photo or frame fields as the page sends, or others; the
+    photos as ``photo_bodies`` mutates them), itself possibly mutated or cut short; and its
+    Content-Type, with the right boundary, another one or none."""
+    body = bytearray()
+    parts = st.tuples(
+        st.sampled_from(["photo", "frame", "frame", "video", ""]),
+        photo_bodies(),
+        st.sampled_from(["image/jpeg", "image/png", "video/webm", ""]),
+        st.sampled_from(['; filename="a.jpg"', "", '; filename="\r\n"', "; filename*=utf-8''%ff"]),
+    )
+    for field, data, content_type, filename in draw(st.lists(parts, max_size=10)):
+        body += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"{filename}\r\n'.encode()
+        if content_type:
+            body += f"Content-Type: {content_type}\r\n".encode()
+        body += b"\r\n" + data + b"\r\n"
+    body += f"--{BOUNDARY}--\r\n".encode()
+    for position, value in draw(
+        st.lists(st.tuples(st.integers(0, len(body) - 1), st.integers(0, 255)), max_size=4)
+    ):
+        body[position] = value
+    if draw(st.booleans()):
+        body = body[: draw(st.integers(0, len(body)))]
+    boundary = draw(
+        st.sampled_from([f"; boundary={BOUNDARY}", f'; boundary="{BOUNDARY}"', "", "; boundary=x"])
+    )
+    return bytes(body), f"multipart/form-data{boundary}"
+
+
+def multipart_uploads() -> st.SearchStrategy[dict[str, Any]]:
+    """``PUT /api/reference`` with several photos or a clip's frames, the right token."""
+    return st.builds(
+        lambda upload, name: {
+            "method": "PUT",
+            "path": "/api/reference",
+            "headers": {"X-Deepwatch-Token": TOKEN, "Content-Type": upload[1]},
+            "params": {} if name is None else {"name": name},
+            "data": upload[0],
+        },
+        multipart_bodies(),
+        st.none() | st.text(max_size=40),
+    )
+
+
 async def send(client: TestClient, request: dict[str, Any]) -> tuple[int, bytes, str]:
     response = await client.request(
         request["method"],
@@ -374,12 +422,22 @@ def check_answer(status: int, body: bytes, content_type: str, request: dict[str,
             assert error["error"].startswith("session limit reached"), error
 
 
-@pytest.mark.parametrize("surface", ["requests", "offers", "uploads"])
+@pytest.mark.parametrize("surface", ["requests", "offers", "uploads", "multipart"])
 def test_random_requests_and_offers_get_clear_answers(harness: Harness, surface: str) -> None:
     cases: list[int] = []
     errors = ErrorRecords()
-    strategy = {"requests": requests(), "offers": offers(harness.real_offer), "uploads": uploads()}[surface]
-    examples = {"requests": REQUEST_CASES, "offers": OFFER_CASES, "uploads": UPLOAD_CASES}[surface]
+    strategy = {
+        "requests": requests(),
+        "offers": offers(harness.real_offer),
+        "uploads": uploads(),
+        "multipart": multipart_uploads(),
+    }[surface]
+    examples = {
+        "requests": REQUEST_CASES,
+        "offers": OFFER_CASES,
+        "uploads": UPLOAD_CASES,
+        "multipart": UPLOAD_CASES,
+    }[surface]
 
     @settings(max_examples=examples, **FUZZ_SETTINGS)
     @given(request=strategy)

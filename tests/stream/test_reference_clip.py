@@ -13,6 +13,7 @@ from engine.reference import ReferenceError
 from stream.live import reference
 from stream.live.reference import (
     ReferenceClip,
+    ReferenceFrames,
     decode_reference_media,
     enrol,
     open_reference_clip,
@@ -133,3 +134,27 @@ def test_clip_bytes_become_a_clip_for_as_long_as_the_context_is_open(tmp_path):
         assert len(list(clip.frames())) == 4
         folder = clip.path.parent
     assert not folder.exists()
+
+
+def test_frames_sent_as_stills_enrol_as_a_clip_does():
+    """The page's clip (frames already decoded) goes the clip's way: frames without a face are
+    skipped, the first 8 with one enrolled, and a set with no face is refused by its own count."""
+    images = tuple(numbered_frames(10))
+    boxes = {0: [], 1: [(10.0, 10.0, 50.0, 50.0), (60.0, 10.0, 150.0, 110.0)]}
+    detector = ScriptedDetector(
+        lambda call: boxes.get(call, [(12.0, 10.0, 52.0, 50.0), (60.0, 8.0, 152.0, 112.0)])
+    )
+    encoder = RecordingEncoder()
+    enrolled = enrol(
+        [ReferenceFrames("call.webm", images)], detector, encoder, CropConfig(mode="box", margin=0.0)
+    )
+    # Frame 0 has no face; frames 1-8 give the 8 crops, the larger face's each time.
+    assert enrolled.name == "call.webm (8 frames)" and enrolled.photos == 8 and detector.calls == 9
+    assert encoder.crop_levels == pytest.approx([10 + 2 * index for index in range(1, 9)])
+    with pytest.raises(ReferenceError, match=r"no face found in reference clip dark\.webm \(3 frames\)"):
+        enrol(
+            [ReferenceFrames("dark.webm", images[:3])],
+            ScriptedDetector(lambda call: []),
+            encoder,
+            CropConfig(),
+        )

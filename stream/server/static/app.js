@@ -16,6 +16,11 @@ const LAG_SMOOTHING = 0.1;
 // so it fits the server's request body limit; a face stays well above MTCNN's smallest size.
 const ENROL_MAX_SIDE_PX = 512;
 const ENROL_MAX_BYTES = 60 * 1024;
+// A clip enrols as `deepwatch run --reference CLIP` does: its first frames, 4 a second, taken here
+// from a video file or from the shared video and sent as JPEG stills (the server never decodes
+// video from the page). Also the most photos one upload may hold.
+const ENROL_CLIP_FRAMES = 8;
+const ENROL_CLIP_RATE_HZ = 4;
 
 const token = new URLSearchParams(location.search).get("token");
 // Keep the token out of the address bar, history and screenshots once it has been read.
@@ -43,6 +48,7 @@ const elements = {
   enrolment: document.getElementById("enrolment"),
   enrolled: document.getElementById("enrolled"),
   enrolPhoto: document.getElementById("enrol-photo"),
+  enrolLive: document.getElementById("enrol-live"),
   forgetReference: document.getElementById("forget-reference"),
 };
 const chart = new ScoreChart(document.getElementById("score-chart"));
@@ -125,6 +131,7 @@ function setRunning(running) {
   elements.screen.disabled = running || !canCapture;
   elements.watchSource.disabled = running || !state.authorized || !elements.sourceSelect.value;
   elements.stop.disabled = !running;
+  elements.enrolLive.disabled = !running || !state.localStream;
 }
 
 // Capture starts only once the server took the token, and only where the browser allows it.
@@ -274,10 +281,10 @@ function onChannelMessage(event) {
 async function connect(stream, source = null) {
   await stop();
   elements.error.hidden = true;
+  state.localStream = stream;
   setRunning(true);
   setStatus("Connecting…");
   state.startedAt = performance.now();
-  state.localStream = stream;
   state.sending = Boolean(stream);
   state.analysisLagMs = state.serverVideoMs = state.latency = state.previousStats = null;
   chart.clear();
@@ -405,14 +412,14 @@ async function loadReference() {
   }
 }
 
-async function shrinkPhoto(file) {
-  const bitmap = await createImageBitmap(file);
-  const scale = Math.min(1, ENROL_MAX_SIDE_PX / Math.max(bitmap.width, bitmap.height));
+// A JPEG of `source` (an image or a playing <video>) at most ENROL_MAX_SIDE_PX a side and
+// ENROL_MAX_BYTES long.
+async function shrinkImage(source, width, height) {
+  const scale = Math.min(1, ENROL_MAX_SIDE_PX / Math.max(width, height));
   const canvas = document.createElement("canvas");
-  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
-  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
-  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-  bitmap.close();
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
+  canvas.getContext("2d").drawImage(source, 0, 0, canvas.width, canvas.height);
   for (const quality of [0.9, 0.8, 0.7, 0.55, 0.4]) {
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", quality));
     if (blob && blob.size <= ENROL_MAX_BYTES) return blob;
@@ -420,22 +427,152 @@ async function shrinkPhoto(file) {
   throw new Error("the photo stays too large after shrinking it; crop it around the face");
 }
 
-async function enrolPhoto(file) {
-  if (!file) return;
-  elements.enrolled.textContent = `Enrolling ${file.name}…`;
+async function shrinkPhoto(file) {
+  let bitmap;
   try {
-    const headers = { "Content-Type": "image/jpeg" };
-    if (token) headers["X-Deepwatch-Token"] = token;
-    const response = await fetch(`/api/reference?name=${encodeURIComponent(file.name)}`, {
-      method: "PUT",
-      headers,
-      body: await shrinkPhoto(file),
-    });
-    const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-    if (!response.ok) throw new Error(`cannot enrol ${file.name}: ${body.error}`);
-    showReference(body);
+    bitmap = await createImageBitmap(file);
+  } catch {
+    throw new Error(`${file.name} is not an image this browser can read`);
+  }
+  try {
+    return await shrinkImage(bitmap, bitmap.width, bitmap.height);
+  } finally {
+    bitmap.close();
+  }
+}
+
+// Resolves on `event` of `target`, rejects on its "error" or after `timeoutMs`.
+function nextEvent(target, event, what, timeoutMs = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error(`${what}: no answer in ${timeoutMs / 1000} s`)), timeoutMs);
+    const onEvent = () => finish(null);
+    const onError = () => finish(new Error(what));
+    function finish(error) {
+      clearTimeout(timer);
+      target.removeEventListener(event, onEvent);
+      target.removeEventListener("error", onError);
+      if (error) reject(error);
+      else resolve();
+    }
+    target.addEventListener(event, onEvent);
+    target.addEventListener("error", onError);
+  });
+}
+
+// The clip's first ENROL_CLIP_FRAMES frames, ENROL_CLIP_RATE_HZ a second, as JPEG blobs.
+async function clipFrames(file) {
+  const video = document.createElement("video");
+  video.muted = true;
+  video.preload = "auto";
+  const url = URL.createObjectURL(file);
+  try {
+    video.src = url;
+    await nextEvent(video, "loadeddata", `${file.name} is not a video this browser can play`);
+    const frames = [];
+    for (let index = 0; index < ENROL_CLIP_FRAMES; index += 1) {
+      const time = index / ENROL_CLIP_RATE_HZ;
+      // A recording without a stated duration (MediaRecorder's WebM) says Infinity.
+      if (Number.isFinite(video.duration) && time > video.duration) break;
+      if (Math.abs(video.currentTime - time) > 1e-3) {
+        const seeked = nextEvent(video, "seeked", `cannot seek ${file.name} to ${time} s`);
+        video.currentTime = time;
+        await seeked;
+      }
+      frames.push(await shrinkImage(video, video.videoWidth, video.videoHeight));
+    }
+    return frames;
+  } finally {
+    video.removeAttribute("src");
+    video.load();
+    URL.revokeObjectURL(url);
+  }
+}
+
+// ENROL_CLIP_FRAMES frames of the video this page shares, ENROL_CLIP_RATE_HZ a second, as JPEG blobs.
+async function liveFrames(stream) {
+  const video = document.createElement("video");
+  video.muted = true;
+  video.srcObject = stream;
+  try {
+    await video.play();
+    if (video.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) {
+      await nextEvent(video, "loadeddata", "the shared video shows no frame");
+    }
+    const frames = [];
+    for (let index = 0; index < ENROL_CLIP_FRAMES; index += 1) {
+      if (index) await new Promise((resolve) => setTimeout(resolve, 1000 / ENROL_CLIP_RATE_HZ));
+      frames.push(await shrinkImage(video, video.videoWidth, video.videoHeight));
+    }
+    return frames;
+  } finally {
+    video.pause();
+    video.srcObject = null;
+  }
+}
+
+// PUT /api/reference: one JPEG, or multipart `photo` or `frame` parts; shows the answer.
+async function putReference(name, body) {
+  const headers = {};
+  if (token) headers["X-Deepwatch-Token"] = token;
+  if (body instanceof Blob) headers["Content-Type"] = "image/jpeg";
+  const response = await fetch(`/api/reference?name=${encodeURIComponent(name)}`, {
+    method: "PUT",
+    headers,
+    body,
+  });
+  const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(`cannot enrol ${name}: ${answer.error}`);
+  showReference(answer);
+}
+
+function multipartBody(field, blobs, names) {
+  const form = new FormData();
+  blobs.forEach((blob, index) => form.append(field, blob, names[index]));
+  return form;
+}
+
+// Photos (each its own view of the person) or one video file (enrolled from its first frames).
+async function enrolFiles(files) {
+  if (!files.length) return;
+  const videos = files.filter((file) => file.type.startsWith("video/"));
+  const label = files.length === 1 ? files[0].name : `${files.length} photos`;
+  elements.enrolled.textContent = `Enrolling ${label}…`;
+  try {
+    if (videos.length && files.length > 1) {
+      throw new Error("enrol one clip, or up to " + `${ENROL_CLIP_FRAMES} photos, at a time`);
+    }
+    if (files.length > ENROL_CLIP_FRAMES) {
+      throw new Error(`enrol at most ${ENROL_CLIP_FRAMES} photos at a time`);
+    }
+    if (videos.length) {
+      const frames = await clipFrames(files[0]);
+      const names = frames.map((_, index) => `frame${index + 1}.jpg`);
+      await putReference(files[0].name, multipartBody("frame", frames, names));
+    } else if (files.length === 1) {
+      await putReference(files[0].name, await shrinkPhoto(files[0]));
+    } else {
+      const photos = await Promise.all(files.map((file) => shrinkPhoto(file)));
+      const names = files.map((file) => file.name);
+      await putReference(label, multipartBody("photo", photos, names));
+    }
   } finally {
     elements.enrolPhoto.value = "";
+    if (state.reference) showReference(state.reference);
+  }
+}
+
+// The person on the shared camera or screen now: 2 s of it, as a clip.
+async function enrolLive() {
+  const stream = state.localStream;
+  if (!stream) throw new Error("share a camera or screen first, then enrol the person on it");
+  elements.enrolLive.disabled = true;
+  elements.enrolled.textContent = "Taking 2 s of the shared video…";
+  const name = `shared video at ${new Date().toLocaleTimeString()}`;
+  try {
+    const frames = await liveFrames(stream);
+    await putReference(name, multipartBody("frame", frames, frames.map((_, i) => `frame${i + 1}.jpg`)));
+  } finally {
+    setRunning(Boolean(state.pc));
     if (state.reference) showReference(state.reference);
   }
 }
@@ -453,7 +590,8 @@ elements.screen.addEventListener("click", () => report(startScreen()));
 elements.watchSource.addEventListener("click", () => report(startSource(elements.sourceSelect.value)));
 elements.sourceSelect.addEventListener("change", () => setRunning(Boolean(state.pc)));
 elements.stop.addEventListener("click", () => report(stop()));
-elements.enrolPhoto.addEventListener("change", () => report(enrolPhoto(elements.enrolPhoto.files[0])));
+elements.enrolPhoto.addEventListener("change", () => report(enrolFiles([...elements.enrolPhoto.files])));
+elements.enrolLive.addEventListener("click", () => report(enrolLive()));
 elements.forgetReference.addEventListener("click", () => report(forgetReference()));
 window.addEventListener("pagehide", () => {
   if (state.sessionId) {

@@ -5,12 +5,14 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from engine.reference import Reference, ReferenceError
+from stream.live.reference import ReferenceFrames, ReferenceMedia
 from stream.server.enrolment import MAX_NAME_CHARS, upload_name
 from tests.stream.server.test_app import HEADERS, TOKEN, json_error, run, serving
 
@@ -48,21 +50,37 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 class RecordingEnrolment:
-    """Enrols whatever photo it gets unless the photo is all black ("no face")."""
+    """Enrols whatever it gets, as ``stream.live.reference.enrol`` names and counts it, except that
+    a black image (nothing above 15, as JPEG decodes black) has "no face": such a photo is refused,
+    and a clip of only such frames.
+    ``photos`` records each photo as ``(name, shape)`` and each clip as ``(name, shapes)``."""
 
     def __init__(self) -> None:
         self.reference: Reference | None = None
-        self.photos: list[tuple[str, tuple[int, ...]]] = []
+        self.photos: list[tuple[str, Any]] = []
+        self.levels: list[list[float]] = []  # each clip's frames' mean brightness
 
-    def enrol(self, photos: Sequence[tuple[str, np.ndarray]]) -> Reference:
-        (name, image), *_ = photos
-        self.photos.append((name, image.shape))
-        if not image.any():
-            raise ReferenceError(
-                f"no face found in reference photo {name}: enrol a photo that shows the face"
-            )
-        features = np.ones((1, 1024), np.float32)
-        self.set_reference(Reference.from_features(name, features))
+    def enrol(self, media: Sequence[ReferenceMedia]) -> Reference:
+        names, embeddings = [], 0
+        for item in media:
+            if isinstance(item, ReferenceFrames):
+                self.photos.append((item.name, [image.shape for image in item.images]))
+                self.levels.append([float(image.mean()) for image in item.images])
+                faces = sum(image.max() > 15 for image in item.images)
+                if not faces:
+                    raise ReferenceError(f"no face found in reference clip {item.name}")
+                names.append(f"{item.name} ({faces} frames)")
+                embeddings += faces
+                continue
+            name, image = item
+            self.photos.append((name, image.shape))
+            if image.max() <= 15:
+                raise ReferenceError(
+                    f"no face found in reference photo {name}: enrol a photo that shows the face"
+                )
+            names.append(name)
+            embeddings += 1
+        self.set_reference(Reference.from_features(", ".join(names), np.ones((embeddings, 1024), np.float32)))
         assert self.reference is not None
         return self.reference
 
@@ -125,6 +143,92 @@ def test_reference_routes_enrol_refuse_and_forget() -> None:
     run(body)
 
 
+def multipart(parts: Sequence[tuple[str, str, bytes, str]]) -> Any:
+    """A multipart/form-data body of ``(field, file name, bytes, content type)`` parts."""
+    import aiohttp
+
+    form = aiohttp.FormData()
+    for field, filename, data, content_type in parts:
+        form.add_field(field, data, filename=filename, content_type=content_type)
+    return form
+
+
+def test_several_photos_or_a_clips_frames_enrol_in_one_upload_and_bad_ones_say_why() -> None:
+    enrolment = RecordingEnrolment()
+    gray, black = np.full((48, 64, 3), 200, np.uint8), np.zeros((48, 64, 3), np.uint8)
+
+    async def put(query: str, parts: Sequence[tuple[str, str, bytes, str]]) -> Any:
+        return await client.put(f"/api/reference{query}", data=multipart(parts), headers=HEADERS)
+
+    async def body() -> None:
+        nonlocal client
+        async with serving(token=TOKEN, enrolment=enrolment) as client:
+            # Two photos of the person: each enrolled under its own name.
+            response = await put(
+                "",
+                [
+                    ("photo", "front.jpg", jpeg_bytes(gray), "image/jpeg"),
+                    ("photo", "side.png", png_bytes(gray), "image/png"),
+                ],
+            )
+            assert response.status == 200, await response.text()
+            assert (await response.json())["reference"] == {"name": "front.jpg, side.png", "photos": 2}
+            assert enrolment.photos == [("front.jpg", (48, 64, 3)), ("side.png", (48, 64, 3))]
+            # A clip's 8 frames, as the page sends them (64 KiB each at most, 8 in all: far over the
+            # single-photo body limit together); the two frames without a face are skipped.
+            enrolment.photos.clear()
+            rng = np.random.default_rng(0)
+            frames = [rng.integers(60, 255, (288, 384, 3), dtype=np.uint8) for _ in range(6)]
+            frames = [np.zeros_like(frames[0]), *frames, np.zeros_like(frames[0])]
+            encoded = [jpeg_bytes(frame, 40) for frame in frames]
+            assert sum(map(len, encoded)) > 64 * 1024 and max(map(len, encoded)) <= 64 * 1024
+            response = await put(
+                "?name=call.webm", [("frame", "f.jpg", data, "image/jpeg") for data in encoded]
+            )
+            assert response.status == 200, await response.text()
+            assert (await response.json())["reference"] == {"name": "call.webm (6 frames)", "photos": 6}
+            assert enrolment.photos == [("call.webm", [(288, 384, 3)] * 8)]
+            # What is refused, each saying why; the person enrolled stays.
+            nine = await put("?name=x.webm", [("frame", "f.jpg", jpeg_bytes(gray), "image/jpeg")] * 9)
+            assert "at most 8 photos or clip frames" in await json_error(nine, 422)
+            mixed = await put(
+                "",
+                [
+                    ("photo", "a.jpg", jpeg_bytes(gray), "image/jpeg"),
+                    ("frame", "f.jpg", jpeg_bytes(gray), "image/jpeg"),
+                ],
+            )
+            assert "photos or one clip's frames, not both" in await json_error(mixed, 422)
+            other = await put("", [("video", "a.mp4", b"\0\0\0\x18ftypmp42", "video/mp4")])
+            assert "must be a 'photo' or a 'frame' image" in await json_error(other, 422)
+            video = await put("?name=a.mp4", [("frame", "a.mp4", b"\0\0\0\x18ftypmp42", "video/mp4")])
+            assert "cannot read reference photo a.mp4 frame 1: expected a JPEG or PNG" in await json_error(
+                video, 422
+            )
+            empty = await client.put(
+                "/api/reference",
+                data=b"--b--\r\n",
+                headers={"Content-Type": "multipart/form-data; boundary=b", **HEADERS},
+            )
+            assert "holds no photo or clip frame" in await json_error(empty, 422)
+            noise = png_bytes(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
+            over = await put("?name=x.webm", [("frame", "f.png", noise, "image/png")])
+            assert "x.webm frame 1 is larger than 65536 bytes" in await json_error(over, 413)
+            faceless = await put("?name=dark.webm", [("frame", "f.jpg", jpeg_bytes(black), "image/jpeg")] * 3)
+            assert "no face found in reference clip dark.webm" in await json_error(faceless, 422)
+            huge = await client.put(
+                "/api/reference",
+                data=b"\0" * (9 * 64 * 1024),
+                headers={"Content-Type": "multipart/form-data; boundary=b", **HEADERS},
+            )
+            assert "larger than" in await json_error(huge, 413)
+            state = await (await client.get("/api/reference", headers=HEADERS)).json()
+            assert state["reference"] == {"name": "call.webm (6 frames)", "photos": 6}
+
+    client: Any = None
+    run(body)
+
+
 def test_without_enrolment_the_routes_say_the_model_cannot_compare() -> None:
     async def body() -> None:
         async with serving(token=TOKEN) as client:
@@ -178,10 +282,23 @@ def test_the_real_models_enrol_a_page_upload_for_the_shared_scorer() -> None:
                 headers={"Content-Type": "image/jpeg", **HEADERS},
             )
             assert response.status == 200, await response.text()
+            assert components.reference is not None and components.reference.name == "astronaut.jpg"
+            # A clip's frames as the page sends them: the face followed over 8 frames, shifted and
+            # shrunk a little from frame to frame; a frame without a face is skipped.
+            frames = [np.zeros_like(astronaut)] + [
+                cv2.resize(np.roll(astronaut, 6 * index, axis=1), (480 - 8 * index, 480 - 8 * index))
+                for index in range(8)
+            ]
+            form = multipart(
+                [("frame", f"f{i}.jpg", jpeg_bytes(f), "image/jpeg") for i, f in enumerate(frames[:8])]
+            )
+            response = await client.put("/api/reference?name=astronaut.webm", data=form, headers=HEADERS)
+            assert response.status == 200, await response.text()
+            assert (await response.json())["reference"] == {"name": "astronaut.webm (7 frames)", "photos": 7}
 
     try:
         run(body)
-        assert components.reference is not None and components.reference.name == "astronaut.jpg"
+        assert components.reference is not None and components.reference.name == "astronaut.webm (7 frames)"
         verdicts = []
         for index in range(40):
             result = pipeline.process(Frame(astronaut, index, index / 8.0, "still"))

@@ -239,6 +239,88 @@ def test_the_page_enrols_a_shrunk_photo_reports_a_faceless_one_and_forgets(
         assert page.inner_text("#enrolled") == "Nobody enrolled." and enrolment.reference is None
 
 
+def level_clip(path: Any, levels: list[int], fps: int) -> Any:
+    """A WebM/VP8 clip of flat grey frames, frame i at brightness ``levels[i]``."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="webm") as output:
+        stream = output.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.bit_rate = 1_000_000
+        for level in levels:
+            image = np.full((240, 320, 3), level, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path
+
+
+def test_the_page_enrols_a_clip_from_its_first_frames_several_photos_and_the_shared_video(
+    browser: Any, tmp_path: Any
+) -> None:
+    import cv2
+    import numpy as np
+
+    from tests.stream.server.test_enrolment import RecordingEnrolment
+
+    enrolment = RecordingEnrolment()
+    app = create_app(
+        ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0),
+        pipeline_factory=PipelineRecorder(),
+        annotate=overlay_annotator(MODEL.threshold),
+        model=MODEL,
+        enrolment=enrolment,
+    )
+    # 3 s at 8 fps: frame i has brightness 0 (no "face") for i = 0, then 40 + 8 i; the page takes
+    # frames 0, 2, 4, ... 14 (4 a second from the start) and sends them as JPEG stills.
+    levels = [0] + [40 + 8 * index for index in range(1, 24)]
+    clip = level_clip(tmp_path / "caller.webm", levels, fps=8)
+    for name, level in (("front.png", 90), ("side.png", 150)):
+        cv2.imwrite(str(tmp_path / name), np.full((600, 800, 3), level, np.uint8))
+    enrolled = "(r => r && r.reference && r.reference.name)(window.deepwatch.state.reference)"
+    with running(app) as server:
+        page = new_page(browser, server.url.rstrip("/"))
+        page.goto(f"{server.url}?token={TOKEN}")
+        wait_for(page, "window.deepwatch && window.deepwatch.state.authorized", 20, "the token accepted")
+        assert page.is_disabled("#enrol-live")  # nothing shared yet
+        page.set_input_files("#enrol-photo", str(clip))
+        wait_for(page, enrolled, 30, "the clip enrolled")
+        assert page.inner_text("#enrolled") == (
+            "Enrolled: caller.webm (7 frames). Every face is compared with them."
+        )
+        assert enrolment.photos == [("caller.webm", [(240, 320, 3)] * 8)]
+        expected = [levels[2 * index] for index in range(8)]
+        assert enrolment.levels[0] == pytest.approx(expected, abs=6), enrolment.levels
+        # Several photos in one upload: each shrunk to 512 px and enrolled under its own name.
+        page.set_input_files("#enrol-photo", [str(tmp_path / "front.png"), str(tmp_path / "side.png")])
+        wait_for(page, f"{enrolled} === 'front.png, side.png'", 30, "the two photos enrolled")
+        assert enrolment.photos[1:] == [("front.png", (384, 512, 3)), ("side.png", (384, 512, 3))]
+        # The person on the shared camera: 8 frames of the next 2 s of it.
+        page.evaluate("window.deepwatch.startCamera()")
+        wait_for(page, "!document.getElementById('enrol-live').disabled", 30, "the live enrolment button")
+        started = page.evaluate("performance.now()")
+        page.click("#enrol-live")
+        wait_for(page, f"({enrolled} || '').startsWith('shared video at ')", 30, "the shared video enrolled")
+        took_s = (page.evaluate("performance.now()") - started) / 1000
+        name, shapes = enrolment.photos[-1]
+        assert name.startswith("shared video at ") and len(shapes) == 8
+        assert shapes[0][1] == 512 and len(set(shapes)) == 1, shapes
+        assert took_s >= 1.75, took_s  # seven waits of 250 ms between the frames
+        assert page.inner_text("#enrolled").endswith("(8 frames). Every face is compared with them.")
+        # A clip and a photo together, or a file the browser cannot read, say why.
+        page.set_input_files("#enrol-photo", [str(clip), str(tmp_path / "front.png")])
+        wait_for(page, "window.deepwatch.state.errors.length", 20, "the refusal")
+        assert "enrol one clip, or up to 8 photos, at a time" in page.inner_text("#error")
+        (tmp_path / "broken.webm").write_bytes(b"\x1aE\xdf\xa3 not a clip")
+        page.set_input_files("#enrol-photo", str(tmp_path / "broken.webm"))
+        wait_for(page, "window.deepwatch.state.errors.length === 2", 20, "the second refusal")
+        assert "broken.webm is not a video this browser can play" in page.inner_text("#error")
+        assert page.inner_text("#enrolled").startswith("Enrolled: shared video at ")
+
+
 def test_the_enrolment_controls_stay_hidden_when_the_model_cannot_compare(
     server: ServerThread, browser: Any
 ) -> None:
