@@ -1,11 +1,22 @@
-"""Alerts: a track that stays past the threshold for a sustained time (the webhook that posts them
-is an output: ``stream.sinks.webhook``).
+"""Alerts: a track that stays past the threshold for a sustained time, or that stops matching the
+enrolled person (the webhook that posts them is an output: ``stream.sinks.webhook``).
 
-The rule has hysteresis so a score hovering at the threshold does not flap: a track's timer
+The score rule has hysteresis so a score hovering at the threshold does not flap: a track's timer
 starts when its score reaches ``threshold``, keeps running while the score stays at or above
 ``threshold - hysteresis``, and the alert fires once the timer reaches ``sustain_s`` with the
 score at or above ``threshold``. After firing, the track re-arms only when its score falls
 below ``threshold - hysteresis``.
+
+The enrolment rule (``ReferenceAlertMonitor``, with a person enrolled through ``--reference`` or
+the page) reads the comparison's verdict the same way: a swap's signature, ``face_only`` (the
+enrolled face on another head) or ``head_only`` (another face on the enrolled head), starts the
+timer; it keeps running until a window reads ``match``; the alert fires once the timer reaches
+``sustain_s`` with the window still reading a swap's signature, and re-arms only at ``match``.
+``other`` (neither part matches: another person, who may simply be in the picture too) never
+starts it. While another face of the same source matches the enrolled person, the alert waits:
+the enrolled person is there, and the face that does not match is someone else's. On the dev
+videos another person in the picture read ``head_only`` (their head in the same scene looks
+alike to the outer-face embedding), and this rule kept them from alerting.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ class AlertConfig:
 
     Attributes:
         enabled: emit alert events at all.
+        on_reference: also alert when a track stops matching the enrolled person (module
+            docstring); only with a person enrolled.
         threshold: p_fake at or above which a track counts as past the threshold; None uses the
             model's calibrated decision threshold.
         hysteresis: how far below ``threshold`` the score must fall to reset the timer and re-arm.
@@ -37,6 +50,7 @@ class AlertConfig:
     """
 
     enabled: bool = True
+    on_reference: bool = True
     threshold: float | None = None
     hysteresis: float = 0.1
     sustain_s: float = 2.0
@@ -66,6 +80,24 @@ class _AlertState:
     above_since_s: float | None = None
     fired: bool = False
 
+    def step(self, timestamp_s: float, sustain_s: float, *, reset: bool, starts: bool, fires: bool) -> bool:
+        """One observation of a sustain rule: ``reset`` re-arms it; otherwise ``starts`` may start
+        the timer, and the alert fires (once) when ``fires`` holds ``sustain_s`` after the start."""
+        if reset:
+            self.above_since_s = None
+            self.fired = False
+            return False
+        if self.fired:
+            return False
+        if self.above_since_s is None:
+            if not starts:
+                return False
+            self.above_since_s = timestamp_s
+        if fires and timestamp_s - self.above_since_s >= sustain_s:
+            self.fired = True
+            return True
+        return False
+
 
 class AlertMonitor:
     """Applies the alert rule per track key (e.g. ``(source_id, track_id)``).
@@ -85,25 +117,42 @@ class AlertMonitor:
         """Feed one score; True exactly when the alert fires for ``key`` at this score."""
         if not ready or p_fake != p_fake:  # NaN: nothing to judge yet
             return False
+        past = p_fake >= self.threshold
         state = self._states.setdefault(key, _AlertState())
-        if p_fake < self.release_threshold:
-            state.above_since_s = None
-            state.fired = False
-            return False
-        if state.fired:
-            return False
-        if state.above_since_s is None:
-            if p_fake < self.threshold:
-                return False
-            state.above_since_s = timestamp_s
-        if p_fake >= self.threshold and timestamp_s - state.above_since_s >= self.sustain_s:
-            state.fired = True
-            return True
-        return False
+        return state.step(
+            timestamp_s, self.sustain_s, reset=p_fake < self.release_threshold, starts=past, fires=past
+        )
 
     def is_alerting(self, key: Hashable) -> bool:
         state = self._states.get(key)
         return state is not None and state.fired
+
+    def forget(self, key: Hashable) -> None:
+        self._states.pop(key, None)
+
+
+# Comparison verdicts that look like a swap of the enrolled person (``engine.reference``).
+SWAP_SIGNATURES = frozenset({"face_only", "head_only"})
+
+
+class ReferenceAlertMonitor:
+    """Applies the enrolment rule (module docstring) per track key; feed ``update`` every new
+    comparison of a track, in time order, and ``forget`` the key when the track ends."""
+
+    def __init__(self, sustain_s: float) -> None:
+        if not sustain_s >= 0:
+            raise ValueError(f"sustain_s must be >= 0, got {sustain_s!r}")
+        self.sustain_s = sustain_s
+        self._states: dict[Hashable, _AlertState] = {}
+
+    def update(self, key: Hashable, verdict: str, timestamp_s: float, *, held: bool = False) -> bool:
+        """True exactly when the alert fires for ``key`` at this comparison; ``held``: another face
+        matches the enrolled person now, so the alert waits (the timer keeps running)."""
+        swap = verdict in SWAP_SIGNATURES
+        state = self._states.setdefault(key, _AlertState())
+        return state.step(
+            timestamp_s, self.sustain_s, reset=verdict == "match", starts=swap, fires=swap and not held
+        )
 
     def forget(self, key: Hashable) -> None:
         self._states.pop(key, None)

@@ -30,7 +30,7 @@ from engine.reference import VERDICT_RATE, Reference, ReferenceError, ReferenceS
 from engine.scorer import SequenceScorer
 from engine.scorer_config import ScorerConfig
 from stream.calibration import with_calibration
-from stream.live.alerts import AlertConfig, AlertMonitor
+from stream.live.alerts import AlertConfig, AlertMonitor, ReferenceAlertMonitor
 from stream.live.batching import SharedStages
 from stream.live.pipeline import Pipeline, PipelineConfig
 from stream.live.reference import ReferenceMedia, enrol, read_reference_photos
@@ -227,6 +227,12 @@ class PipelineComponents:
             if config.alerts.enabled
             else None
         )
+        # Every pipeline gets the enrolment rule: the page may enrol someone at any time.
+        reference_alerts = (
+            ReferenceAlertMonitor(config.alerts.sustain_s)
+            if config.alerts.enabled and config.alerts.on_reference and self.can_enrol
+            else None
+        )
         return Pipeline(
             stages=stages,
             tracker_factory=lambda source_id: FaceTracker(config.tracker, source_id=source_id),
@@ -235,6 +241,7 @@ class PipelineComponents:
             config=config.pipeline,
             threshold=self.threshold,
             alerts=alerts,
+            reference_alerts=reference_alerts,
             real_threshold=self.real_threshold,
         )
 

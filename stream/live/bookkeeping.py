@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.score import ReferenceMatch, Score
 from stream.contracts import Event, FaceResult, Frame
-from stream.live.alerts import AlertMonitor
+from stream.live.alerts import AlertMonitor, ReferenceAlertMonitor
 from stream.live.track_record import TrackRecord, reference_data
 from stream.live.verdict import VerdictRule
 from tracking.track import Track, TrackState
@@ -38,6 +38,7 @@ class TrackBook:
         hide_lost_after_frames: a LOST track coasting for more than this many frames without a
             detection is left out of the frame's results (the face has likely gone).
         alerts: the alert rule; None for no alert events.
+        reference_alerts: the enrolment alert rule; None for none.
     """
 
     def __init__(
@@ -48,12 +49,14 @@ class TrackBook:
         update_event_interval_s: float,
         hide_lost_after_frames: int,
         alerts: AlertMonitor | None = None,
+        reference_alerts: ReferenceAlertMonitor | None = None,
     ) -> None:
         self.verdicts = verdicts
         self._history_length = history_length
         self._update_event_interval_s = update_event_interval_s
         self._hide_lost_after_frames = hide_lost_after_frames
         self._alerts = alerts
+        self._reference_alerts = reference_alerts
         self._records: dict[tuple[str, int], TrackRecord] = {}
         self._finished: list[TrackRecord] = []
 
@@ -109,8 +112,9 @@ class TrackBook:
     def end_track(self, source_id: str, track_id: int, timestamp_s: float, events: list[Event]) -> None:
         """The track ended: keep its record for the summary and append its track_end event."""
         record = self._records.pop((source_id, track_id), None)
-        if self._alerts is not None:
-            self._alerts.forget((source_id, track_id))
+        for monitor in (self._alerts, self._reference_alerts):
+            if monitor is not None:
+                monitor.forget((source_id, track_id))
         if record is None:
             return  # a tentative track that never confirmed: nothing was announced
         self._finished.append(record)
@@ -165,10 +169,49 @@ class TrackBook:
                 self._alerts.sustain_s,
             )
             data = _score_data(record, track) | {
+                "reason": "score",
                 "threshold": self._alerts.threshold,
                 "sustain_s": self._alerts.sustain_s,
             }
             events.append(_event("alert", frame, track.track_id, data))
+        match = score.reference
+        if (
+            self._reference_alerts is not None
+            and match is not None
+            and self._reference_alerts.update(
+                (record.source_id, record.track_id),
+                match.verdict,
+                frame.timestamp_s,
+                held=self._enrolled_person_present(record),
+            )
+        ):
+            record.alerts += 1
+            logger.warning(
+                "ALERT: %s track %d does not match the enrolled person (%s: inner %.2f, outer %.2f) "
+                "for %.1f s",
+                record.source_id,
+                record.track_id,
+                match.verdict,
+                match.inner_sim,
+                match.outer_sim,
+                self._reference_alerts.sustain_s,
+            )
+            data = _score_data(record, track) | {
+                "reason": "reference",
+                "sustain_s": self._reference_alerts.sustain_s,
+            }
+            events.append(_event("alert", frame, track.track_id, data))
+
+    def _enrolled_person_present(self, record: TrackRecord) -> bool:
+        """Whether another live track of ``record``'s source matches the enrolled person now."""
+        return any(
+            other is not record
+            and other.source_id == record.source_id
+            and other.score is not None
+            and other.score.reference is not None
+            and other.score.reference.verdict == "match"
+            for other in self._records.values()
+        )
 
 
 def _event(kind: str, frame: Frame, track_id: int, data: dict[str, Any]) -> Event:

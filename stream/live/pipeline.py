@@ -38,7 +38,7 @@ import numpy as np
 
 from engine.score import Score
 from stream.contracts import Cropper, Detector, Encoder, Event, Frame, FrameResult, Scorer, Tracker
-from stream.live.alerts import AlertMonitor
+from stream.live.alerts import AlertMonitor, ReferenceAlertMonitor
 from stream.live.batching import ScoreRequest, SharedStages
 from stream.live.bookkeeping import TrackBook
 from stream.live.stats import RunStats
@@ -136,6 +136,7 @@ class Pipeline:
         config: scheduling and reporting settings.
         threshold: the decision threshold, resolved by the caller (``verdict.resolve_threshold``).
         alerts: the alert rule; None for no alert events.
+        reference_alerts: the enrolment alert rule (``stream.live.alerts``); None for none.
         real_threshold: with ``threshold``, the model's calibrated REAL bound (``VerdictRule``);
             None for the uncalibrated rule (a threshold set in the config, or an old checkpoint).
     """
@@ -153,6 +154,7 @@ class Pipeline:
         config: PipelineConfig | None = None,
         threshold: float = 0.5,
         alerts: AlertMonitor | None = None,
+        reference_alerts: ReferenceAlertMonitor | None = None,
         real_threshold: float | None = None,
     ) -> None:
         if detect_every_n_frames < 1:
@@ -188,6 +190,7 @@ class Pipeline:
             update_event_interval_s=self.config.update_event_interval_s,
             hide_lost_after_frames=2 * detect_every_n_frames,
             alerts=alerts,
+            reference_alerts=reference_alerts,
         )
         self._sources: dict[str, _SourceState] = {}
         self.frames_by_source: dict[str, int] = {}

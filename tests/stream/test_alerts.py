@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from stream.live.alerts import AlertConfig, AlertMonitor
+from stream.live.alerts import AlertConfig, AlertMonitor, ReferenceAlertMonitor
 from stream.sinks.webhook import WebhookNotifier
 
 
@@ -46,6 +46,38 @@ def test_not_ready_or_nan_scores_are_ignored_and_forget_resets():
     monitor.forget("t")
     assert not monitor.is_alerting("t")
     assert monitor.update("t", 0.99, True, 0.3)
+
+
+def feed_verdicts(monitor: ReferenceAlertMonitor, verdicts: str, period_s: float = 0.5) -> list[float]:
+    """Times at which the enrolment alert fired; verdicts as letters: m match, f face_only,
+    h head_only, o other, u unsure."""
+    names = {"m": "match", "f": "face_only", "h": "head_only", "o": "other", "u": "unsure"}
+    return [
+        i * period_s for i, letter in enumerate(verdicts) if monitor.update("t", names[letter], i * period_s)
+    ]
+
+
+def test_the_enrolment_alert_fires_on_a_sustained_swap_signature_and_rearms_at_match():
+    monitor = ReferenceAlertMonitor(sustain_s=1.0)
+    assert feed_verdicts(monitor, "mmhhhhh") == [2.0]
+    # Once fired, it stays quiet until a window matches again; then a new stretch fires again.
+    assert feed_verdicts(ReferenceAlertMonitor(1.0), "hhhffffmhhh") == [1.0, 5.0]
+    # "other" and "unsure" neither start the timer nor reset it; it fires only on a swap's signature.
+    assert feed_verdicts(ReferenceAlertMonitor(1.0), "oooooouuuu") == []
+    assert feed_verdicts(ReferenceAlertMonitor(1.0), "hoohm") == [1.5]
+    assert feed_verdicts(ReferenceAlertMonitor(1.0), "hooo" + "h") == [2.0]
+    # A stretch broken by a match starts over.
+    assert feed_verdicts(ReferenceAlertMonitor(1.0), "hmhmhmhm") == []
+    # While another face matches the enrolled person, the alert waits; it fires once none does.
+    monitor = ReferenceAlertMonitor(1.0)
+    assert not any(monitor.update("t", "head_only", 0.5 * i, held=True) for i in range(6))
+    assert monitor.update("t", "head_only", 3.0, held=False)
+    monitor = ReferenceAlertMonitor(0.0)
+    assert monitor.update("t", "face_only", 0.0)
+    monitor.forget("t")
+    assert monitor.update("t", "face_only", 0.1)
+    with pytest.raises(ValueError, match="sustain_s"):
+        ReferenceAlertMonitor(-1.0)
 
 
 def test_config_validation():

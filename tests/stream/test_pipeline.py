@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from engine.score import ReferenceMatch
 from stream.contracts import Frame
-from stream.live.alerts import AlertMonitor
+from stream.live.alerts import AlertMonitor, ReferenceAlertMonitor
 from stream.live.pipeline import Pipeline, PipelineConfig
 from stream.live.verdict import resolve_threshold
 from tests.stream.fakes import FixedRateScorer, RecordingEncoder, ScriptedDetector, ScriptedTracker, fake_crop
@@ -27,7 +30,17 @@ def frames(count: int, source_id: str = "cam", start: int = 0) -> list[Frame]:
     ]
 
 
-def make_pipeline(detector, scorer=None, *, every=3, config=None, threshold=0.5, alerts=None, encoder=None):
+def make_pipeline(
+    detector,
+    scorer=None,
+    *,
+    every=3,
+    config=None,
+    threshold=0.5,
+    alerts=None,
+    encoder=None,
+    reference_alerts=None,
+):
     scorers: list[FixedRateScorer] = []
 
     def scorer_factory():
@@ -51,6 +64,7 @@ def make_pipeline(detector, scorer=None, *, every=3, config=None, threshold=0.5,
         config=config,
         threshold=threshold,
         alerts=alerts,
+        reference_alerts=reference_alerts,
     )
     return pipeline, trackers, scorers
 
@@ -179,6 +193,67 @@ def test_history_is_bounded_and_in_order():
     assert history[-1] == pytest.approx(result.faces[0].p_fake)
 
 
+class EnrolledScorer(FixedRateScorer):
+    """Low p_fake throughout; the comparison with the enrolled person reads
+    ``verdict_for(track_id, samples seen)``."""
+
+    def __init__(self, verdict_for: Callable[[int, int], str]) -> None:
+        super().__init__(p_for=lambda track_id, n: 0.1, sample_rate_hz=10.0, min_samples=1)
+        self._verdict_for = verdict_for
+
+    def update_many(self, items):  # type: ignore[no-untyped-def]
+        return [
+            dataclasses.replace(
+                score,
+                reference=ReferenceMatch(0.2, 0.9, self._verdict_for(score.track_id, score.frames_seen), 8),
+            )
+            for score in super().update_many(items)
+        ]
+
+
+def test_a_sustained_mismatch_with_the_enrolled_person_alerts_once_with_its_reason():
+    # Matches for the first 10 samples (1 s), then shows another face on the enrolled head.
+    scorer = EnrolledScorer(lambda track_id, n: "match" if n <= 10 else "head_only")
+    pipeline, _, _ = make_pipeline(
+        ScriptedDetector(lambda call: ONE_FACE),
+        scorer,
+        every=1,
+        alerts=AlertMonitor(threshold=0.8, hysteresis=0.1, sustain_s=1.0),
+        reference_alerts=ReferenceAlertMonitor(sustain_s=1.0),
+    )
+    alerts = [e for frame in frames(90) for e in pipeline.process(frame).events if e.kind == "alert"]
+    assert len(alerts) == 1, alerts
+    (alert,) = alerts
+    assert alert.timestamp_s == pytest.approx(2.0, abs=0.1)  # head_only from 1.0 s, sustained 1 s
+    assert alert.data["reason"] == "reference" and alert.data["sustain_s"] == 1.0
+    assert alert.data["reference"]["verdict"] == "head_only" and alert.data["p_fake"] == 0.1
+    assert pipeline.track_summaries()[0]["alerts"] == 1
+    # Without the rule, the same comparison raises nothing.
+    quiet, _, _ = make_pipeline(
+        ScriptedDetector(lambda call: ONE_FACE), EnrolledScorer(lambda track_id, n: "head_only"), every=1
+    )
+    assert not [e for frame in frames(90) for e in quiet.process(frame).events if e.kind == "alert"]
+
+
+def test_a_second_face_that_does_not_match_waits_while_the_enrolled_person_is_there():
+    """Two faces: the second reads head_only throughout; the first matches the enrolled person
+    for its first 30 samples (3 s), then reads someone else. No alert while the first matches;
+    then the second alerts."""
+    scorer = EnrolledScorer(
+        lambda track_id, n: "head_only" if track_id == 2 else "match" if n <= 30 else "other"
+    )
+    pipeline, _, _ = make_pipeline(
+        ScriptedDetector(lambda call: TWO_FACES),
+        scorer,
+        every=1,
+        reference_alerts=ReferenceAlertMonitor(sustain_s=1.0),
+    )
+    alerts = [e for frame in frames(150) for e in pipeline.process(frame).events if e.kind == "alert"]
+    assert len(alerts) == 1, alerts
+    assert alerts[0].track_id == 2 and alerts[0].data["reference"]["verdict"] == "head_only"
+    assert alerts[0].timestamp_s == pytest.approx(3.0, abs=0.15)
+
+
 def test_alert_event_fires_once_after_sustained_high_score():
     scorer = FixedRateScorer(p_for=lambda track_id, n: 0.95, sample_rate_hz=10.0, min_samples=1)
     monitor = AlertMonitor(threshold=0.8, hysteresis=0.1, sustain_s=1.0)
@@ -186,7 +261,7 @@ def test_alert_event_fires_once_after_sustained_high_score():
     alerts = [e for frame in frames(90) for e in pipeline.process(frame).events if e.kind == "alert"]
     assert len(alerts) == 1
     assert alerts[0].timestamp_s == pytest.approx(1.0, abs=0.05)
-    assert alerts[0].data["threshold"] == 0.8
+    assert alerts[0].data["threshold"] == 0.8 and alerts[0].data["reason"] == "score"
     assert pipeline.track_summaries()[0]["alerts"] == 1
 
 

@@ -221,6 +221,16 @@ function referenceText(reference) {
   return REFERENCE_WORDS[reference.verdict] || reference.verdict;
 }
 
+// What an alert event says (stream/live/alerts.py): a sustained score, or a face that stopped
+// matching the enrolled person.
+function alertText(data) {
+  if (data && data.reason === "reference" && data.reference) {
+    return `does not match the enrolled person: ${referenceText(data.reference)}`;
+  }
+  const p = data && typeof data.p_fake === "number" ? ` p(fake) ${data.p_fake.toFixed(2)}` : "";
+  return `looks manipulated${p}`;
+}
+
 function onScores(message) {
   state.scoresMessages += 1;
   state.lastScores = message;
@@ -256,8 +266,7 @@ function onScores(message) {
     if (event.kind !== "alert") continue;
     state.alerts.push(event);
     const item = document.createElement("li");
-    const p = event.data && typeof event.data.p_fake === "number" ? ` p(fake) ${event.data.p_fake.toFixed(2)}` : "";
-    item.textContent = `${new Date(event.wall_time * 1000).toLocaleTimeString()}: face ${event.track_id} looks manipulated${p}`;
+    item.textContent = `${new Date(event.wall_time * 1000).toLocaleTimeString()}: face ${event.track_id} ${alertText(event.data)}`;
     elements.alerts.prepend(item);
     while (elements.alerts.children.length > MAX_ALERTS_SHOWN) elements.alerts.lastChild.remove();
   }

@@ -22,9 +22,16 @@ class BrightnessPipeline:
     a test can check that the frames the client sent are what the pipeline saw."""
 
     def __init__(
-        self, source_id: str, *, alert_above: float = 2.0, delay_s: float = 0.0, fail_at: int | None = None
+        self,
+        source_id: str,
+        *,
+        alert_above: float = 2.0,
+        delay_s: float = 0.0,
+        fail_at: int | None = None,
+        reference_alerts: bool = False,
     ) -> None:
         self.source_id = source_id
+        self._reference_alerts = reference_alerts
         self._delay_s = delay_s
         self._fail_at = fail_at
         self.frames: list[int] = []
@@ -53,7 +60,12 @@ class BrightnessPipeline:
         )
         events: tuple[Event, ...] = ()
         if p_fake > self._alert_above:
-            events = (Event("alert", frame.source_id, 1, frame.timestamp_s, time.time(), {"p_fake": p_fake}),)
+            data: dict[str, object] = {"reason": "score", "p_fake": p_fake}
+            if self._reference_alerts:
+                # As stream.live.bookkeeping words an enrolment alert.
+                match = {"inner_sim": 0.1, "outer_sim": 0.9, "verdict": "head_only", "samples": 8}
+                data = {"reason": "reference", "p_fake": p_fake, "reference": match}
+            events = (Event("alert", frame.source_id, 1, frame.timestamp_s, time.time(), data),)
         return FrameResult(frame=frame, faces=(face,), events=events, timings_ms={"total": 1.0})
 
     def finish(self) -> Sequence[Event]:
@@ -64,9 +76,20 @@ class BrightnessPipeline:
 class PipelineRecorder:
     """A pipeline factory that remembers what it built."""
 
-    def __init__(self, alert_above: float = 2.0, delay_s: float = 0.0, fail_at: int | None = None) -> None:
+    def __init__(
+        self,
+        alert_above: float = 2.0,
+        delay_s: float = 0.0,
+        fail_at: int | None = None,
+        reference_alerts: bool = False,
+    ) -> None:
         self.built: list[BrightnessPipeline] = []
-        self._options = {"alert_above": alert_above, "delay_s": delay_s, "fail_at": fail_at}
+        self._options = {
+            "alert_above": alert_above,
+            "delay_s": delay_s,
+            "fail_at": fail_at,
+            "reference_alerts": reference_alerts,
+        }
 
     def __call__(self, source_id: str) -> BrightnessPipeline:
         pipeline = BrightnessPipeline(source_id, **self._options)  # type: ignore[arg-type]

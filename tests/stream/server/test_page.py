@@ -321,6 +321,32 @@ def test_the_page_enrols_a_clip_from_its_first_frames_several_photos_and_the_sha
         assert page.inner_text("#enrolled").startswith("Enrolled: shared video at ")
 
 
+@pytest.mark.parametrize(
+    ("reference_alerts", "said"),
+    [
+        (False, r"face 1 looks manipulated p\(fake\) 0\.\d\d$"),
+        (True, r"face 1 does not match the enrolled person: head matches, face does not$"),
+    ],
+)
+def test_the_alert_list_says_why_each_alert_fired(browser: Any, reference_alerts: bool, said: str) -> None:
+    import re
+
+    app = create_app(
+        ServerOptions(port=0, token=TOKEN, allow_loopback_ice=True, idle_timeout_s=5.0),
+        pipeline_factory=PipelineRecorder(alert_above=0.0, reference_alerts=reference_alerts),
+        annotate=overlay_annotator(MODEL.threshold),
+        model=MODEL,
+    )
+    with running(app) as server:
+        page = new_page(browser, server.url.rstrip("/"))
+        page.goto(f"{server.url}?token={TOKEN}")
+        wait_for(page, "window.deepwatch && window.deepwatch.state.authorized", 20, "the token accepted")
+        page.evaluate("window.deepwatch.startCamera()")
+        wait_for(page, "document.querySelectorAll('#alerts li').length > 0", 60, "an alert in the list")
+        text = page.inner_text("#alerts li")
+        assert re.search(said, text), text
+
+
 def test_the_enrolment_controls_stay_hidden_when_the_model_cannot_compare(
     server: ServerThread, browser: Any
 ) -> None:
