@@ -16,7 +16,8 @@ timer; it keeps running until a window reads ``match``; the alert fires once the
 starts it. While another face of the same source matches the enrolled person, the alert waits:
 the enrolled person is there, and the face that does not match is someone else's. On the dev
 videos another person in the picture read ``head_only`` (their head in the same scene looks
-alike to the outer-face embedding), and this rule kept them from alerting.
+alike to the outer-face embedding), and this rule kept them from alerting. Enrolling someone else
+(the page can, mid-session) re-arms every track.
 """
 
 from __future__ import annotations
@@ -143,16 +144,26 @@ class ReferenceAlertMonitor:
         if not sustain_s >= 0:
             raise ValueError(f"sustain_s must be >= 0, got {sustain_s!r}")
         self.sustain_s = sustain_s
-        self._states: dict[Hashable, _AlertState] = {}
+        # Each key's state with the enrolment it was built under (``rearm``).
+        self._states: dict[Hashable, tuple[int, _AlertState]] = {}
+        self._enrolment = 0
 
     def update(self, key: Hashable, verdict: str, timestamp_s: float, *, held: bool = False) -> bool:
         """True exactly when the alert fires for ``key`` at this comparison; ``held``: another face
         matches the enrolled person now, so the alert waits (the timer keeps running)."""
         swap = verdict in SWAP_SIGNATURES
-        state = self._states.setdefault(key, _AlertState())
+        enrolment, state = self._states.get(key, (-1, _AlertState()))
+        if enrolment != self._enrolment:
+            enrolment, state = self._enrolment, _AlertState()
+            self._states[key] = (enrolment, state)
         return state.step(
             timestamp_s, self.sustain_s, reset=verdict == "match", starts=swap, fires=swap and not held
         )
+
+    def rearm(self) -> None:
+        """Someone else was enrolled: every track starts afresh at its next comparison (safe to
+        call from another thread: it only moves a counter)."""
+        self._enrolment += 1
 
     def forget(self, key: Hashable) -> None:
         self._states.pop(key, None)

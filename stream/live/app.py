@@ -91,6 +91,10 @@ class PipelineComponents:
     _reference_scorers: weakref.WeakSet[ReferenceScorer] = field(
         default_factory=weakref.WeakSet, init=False, repr=False
     )
+    # The enrolment alert rule of every pipeline made, re-armed when someone else is enrolled.
+    _reference_alerts: weakref.WeakSet[ReferenceAlertMonitor] = field(
+        default_factory=weakref.WeakSet, init=False, repr=False
+    )
     # Held while a scorer is made or a person enrolled: a scorer made during an enrolment (a page
     # session starting) gets the new person, never the old one.
     _reference_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -219,6 +223,8 @@ class PipelineComponents:
             self.reference = reference
             for scorer in list(self._reference_scorers):
                 scorer.set_reference(reference)
+            for monitor in list(self._reference_alerts):
+                monitor.rearm()
 
     def _pipeline(self, stages: SharedStages) -> Pipeline:
         config = self.config
@@ -228,11 +234,11 @@ class PipelineComponents:
             else None
         )
         # Every pipeline gets the enrolment rule: the page may enrol someone at any time.
-        reference_alerts = (
-            ReferenceAlertMonitor(config.alerts.sustain_s)
-            if config.alerts.enabled and config.alerts.on_reference and self.can_enrol
-            else None
-        )
+        reference_alerts = None
+        if config.alerts.enabled and config.alerts.on_reference and self.can_enrol:
+            reference_alerts = ReferenceAlertMonitor(config.alerts.sustain_s)
+            with self._reference_lock:
+                self._reference_alerts.add(reference_alerts)
         return Pipeline(
             stages=stages,
             tracker_factory=lambda source_id: FaceTracker(config.tracker, source_id=source_id),

@@ -72,6 +72,11 @@ def test_the_enrolment_alert_fires_on_a_sustained_swap_signature_and_rearms_at_m
     monitor = ReferenceAlertMonitor(1.0)
     assert not any(monitor.update("t", "head_only", 0.5 * i, held=True) for i in range(6))
     assert monitor.update("t", "head_only", 3.0, held=False)
+    # Someone else enrolled: a track that already alerted starts afresh, without a match between.
+    monitor = ReferenceAlertMonitor(1.0)
+    assert feed_verdicts(monitor, "hhhh") == [1.0]
+    monitor.rearm()
+    assert [t for t in (2.0, 2.5, 3.0) if monitor.update("t", "head_only", t)] == [3.0]
     monitor = ReferenceAlertMonitor(0.0)
     assert monitor.update("t", "face_only", 0.0)
     monitor.forget("t")
