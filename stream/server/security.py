@@ -198,6 +198,7 @@ def security_middleware(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         client = request.remote or "unknown"
+        limit = limits.get(request.path, max_body_bytes)
         try:
             if request.path.startswith(PROTECTED_PREFIXES):
                 if token is not None:
@@ -205,7 +206,6 @@ def security_middleware(
                 problem = cross_site_problem(request, loopback_only)
                 if problem is not None:
                     raise http_error(web.HTTPForbidden, problem)
-            limit = limits.get(request.path, max_body_bytes)
             if request.content_length is not None and request.content_length > limit:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
             response = await handler(request)
@@ -213,8 +213,7 @@ def security_middleware(
             if error.status >= 400:
                 metrics.bad_requests.labels(status=str(error.status)).inc()
                 if error.status == 413:
-                    default = f"request body larger than {limits.get(request.path, max_body_bytes)} bytes"
-                    message = _message_of(error, default)
+                    message = _message_of(error, f"request body larger than {limit} bytes")
                 else:
                     message = _message_of(error, error.reason)
                 # The path without its query (which may hold the token), quoted against log injection.

@@ -534,7 +534,8 @@ async function putReference(name, body) {
   showReference(answer);
 }
 
-function multipartBody(field, blobs, names) {
+// multipart/form-data of `blobs` as parts named `field` (the server names a clip's frames itself).
+function multipartBody(field, blobs, names = blobs.map((_, index) => `frame${index + 1}.jpg`)) {
   const form = new FormData();
   blobs.forEach((blob, index) => form.append(field, blob, names[index]));
   return form;
@@ -548,21 +549,18 @@ async function enrolFiles(files) {
   elements.enrolled.textContent = `Enrolling ${label}…`;
   try {
     if (videos.length && files.length > 1) {
-      throw new Error("enrol one clip, or up to " + `${ENROL_CLIP_FRAMES} photos, at a time`);
+      throw new Error(`enrol one clip, or up to ${ENROL_CLIP_FRAMES} photos, at a time`);
     }
     if (files.length > ENROL_CLIP_FRAMES) {
       throw new Error(`enrol at most ${ENROL_CLIP_FRAMES} photos at a time`);
     }
     if (videos.length) {
-      const frames = await clipFrames(files[0]);
-      const names = frames.map((_, index) => `frame${index + 1}.jpg`);
-      await putReference(files[0].name, multipartBody("frame", frames, names));
+      await putReference(files[0].name, multipartBody("frame", await clipFrames(files[0])));
     } else if (files.length === 1) {
       await putReference(files[0].name, await shrinkPhoto(files[0]));
     } else {
       const photos = await Promise.all(files.map((file) => shrinkPhoto(file)));
-      const names = files.map((file) => file.name);
-      await putReference(label, multipartBody("photo", photos, names));
+      await putReference(label, multipartBody("photo", photos, files.map((file) => file.name)));
     }
   } finally {
     elements.enrolPhoto.value = "";
@@ -578,8 +576,7 @@ async function enrolLive() {
   elements.enrolled.textContent = "Taking 2 s of the shared video…";
   const name = `shared video at ${new Date().toLocaleTimeString()}`;
   try {
-    const frames = await liveFrames(stream);
-    await putReference(name, multipartBody("frame", frames, frames.map((_, i) => `frame${i + 1}.jpg`)));
+    await putReference(name, multipartBody("frame", await liveFrames(stream)));
   } finally {
     setRunning(Boolean(state.pc));
     if (state.reference) showReference(state.reference);
