@@ -4,7 +4,8 @@
     python benchmarks/streams.py --streams 4 --seconds 20
 
 The inputs are talking-head clips from ``$DEEPWATCH_DATA/real`` (default ``../shared/data/real``),
-re-encoded into a temporary folder as 640 x 480 at 15 fps and played as cameras
+re-encoded into a temporary folder as 640 x 480 at 15 fps (``--size``/``--fps`` for heavier cameras,
+e.g. ``--size 1280x720 --fps 25``, where one process per stream falls behind) and played as cameras
 (``open_source(..., realtime=True, loop=True)``: paced at their frame rate, newest frame wins,
 late frames dropped and counted).
 
@@ -49,6 +50,7 @@ import numpy as np
 
 from stream.contracts import Frame, FrameResult
 
+# The clips the goals are stated for; --size and --fps play heavier cameras.
 WIDTH, HEIGHT, FPS = 640, 480, 15.0
 CLIP_SECONDS = 20
 STREAM_COUNTS = (1, 2, 4, 8)
@@ -74,8 +76,11 @@ class NullSink:
         pass
 
 
-def make_clips(data: Path, count: int, folder: Path) -> list[Path]:
-    """``count`` 640 x 480, 15 fps, 20 s clips from the talking-head videos (looped if short)."""
+def make_clips(
+    data: Path, count: int, folder: Path, size: tuple[int, int] = (WIDTH, HEIGHT), fps: float = FPS
+) -> list[Path]:
+    """``count`` clips of 20 s at ``size`` (width, height) and ``fps`` from the talking-head videos
+    (looped if short)."""
     import cv2
 
     videos = sorted(p for p in (data / "real").glob("*.mp4") if p.name != "crowd_street.mp4")
@@ -94,10 +99,11 @@ def make_clips(data: Path, count: int, folder: Path) -> list[Path]:
             frames.append(image)
         capture.release()
         path = folder / f"stream{index}.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
-        for frame_index in range(round(CLIP_SECONDS * FPS)):
-            image = frames[int(frame_index / FPS * source_fps) % len(frames)]
-            writer.write(cv2.resize(image, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        for frame_index in range(round(CLIP_SECONDS * fps)):
+            image = frames[int(frame_index / fps * source_fps) % len(frames)]
+            interpolation = cv2.INTER_AREA if size[0] <= image.shape[1] else cv2.INTER_LINEAR
+            writer.write(cv2.resize(image, size, interpolation=interpolation))
         writer.release()
         paths.append(path)
     return paths
@@ -113,7 +119,7 @@ def app_config(precision: str) -> Any:
     return replace(config, encoder=replace(config.encoder, precision=precision))
 
 
-def child(clips: list[str], seconds: float, serial: bool, precision: str) -> None:
+def child(clips: list[str], seconds: float, serial: bool, precision: str, size: tuple[int, int]) -> None:
     """Load the models, say ready, wait for go, run the clips as cameras, print the summary."""
     from stream.live.app import load_components
     from stream.live.runner import Runner
@@ -124,7 +130,7 @@ def child(clips: list[str], seconds: float, serial: bool, precision: str) -> Non
     warm = components.new_pipeline()
     rng = np.random.default_rng(0)
     for index in range(6):  # first calls of MTCNN, the encoder and the scorer are slow
-        image = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
         warm.process(Frame(image, index, index / FPS, "warm-up"))
     print("ready", flush=True)
     sys.stdin.readline()
@@ -188,6 +194,7 @@ def run_children(
     serial: bool = False,
     ray: bool = False,
     precision: str = "fp32",
+    size: tuple[int, int] = (WIDTH, HEIGHT),
 ) -> list[dict[str, Any]]:
     """One child process per group of clips, all released together; their summaries."""
     command = [
@@ -198,6 +205,8 @@ def run_children(
         str(seconds),
         "--precision",
         precision,
+        "--size",
+        f"{size[0]}x{size[1]}",
         *(["--serial"] if serial else []),
         *(["--ray"] if ray else []),
     ]
@@ -271,6 +280,15 @@ def figures(streams: int, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """``WxH`` -> (width, height); argparse reports a ValueError as a usage error."""
+    width, _, height = text.lower().partition("x")
+    size = (int(width), int(height))
+    if min(size) < 64 or max(size) > 4096:
+        raise ValueError(f"frame size must be WxH within 64..4096, got {text!r}")
+    return size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -290,6 +308,15 @@ def main() -> None:
         help="also run each N through the --ray local path (needs deepwatch[ray])",
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument(
+        "--size",
+        type=frame_size,
+        default=(WIDTH, HEIGHT),
+        help=f"camera frame size WxH (default {WIDTH}x{HEIGHT}, the goals' size)",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=FPS, help=f"camera frame rate (default {FPS:g}, the goals' rate)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("clips", nargs="*", help=argparse.SUPPRESS)
@@ -299,14 +326,15 @@ def main() -> None:
         if args.ray:
             ray_child(args.clips, args.seconds, args.precision)
         else:
-            child(args.clips, args.seconds, args.serial, args.precision)
+            child(args.clips, args.seconds, args.serial, args.precision, args.size)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     data = Path(os.environ.get("DEEPWATCH_DATA", DEFAULT_DATA))
     load_before = os.getloadavg()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="deepwatch-streams-") as folder:
-        clips = make_clips(data, max(args.streams), Path(folder))
+        clips = make_clips(data, max(args.streams), Path(folder), args.size, args.fps)
+        settings: dict[str, Any] = {"precision": args.precision, "size": args.size}
         rows: dict[str, list[dict[str, Any]]] = {"deepwatch": []}
         if not args.no_naive:
             rows["naive"] = []
@@ -315,20 +343,18 @@ def main() -> None:
         for streams in args.streams:
             logging.info("N = %d: one process", streams)
             rows["deepwatch"].append(
-                figures(streams, run_children([clips[:streams]], args.seconds, precision=args.precision))
+                figures(streams, run_children([clips[:streams]], args.seconds, **settings))
             )
             if "naive" in rows:
                 logging.info("N = %d: %d processes", streams, streams)
                 groups = [[clip] for clip in clips[:streams]]
-                rows["naive"].append(
-                    figures(streams, run_children(groups, args.seconds, precision=args.precision))
-                )
+                rows["naive"].append(figures(streams, run_children(groups, args.seconds, **settings)))
             if "ray" in rows:
                 logging.info("N = %d: --ray local", streams)
                 rows["ray"].append(
                     figures(
                         streams,
-                        run_children([clips[:streams]], args.seconds, ray=True, precision=args.precision),
+                        run_children([clips[:streams]], args.seconds, ray=True, **settings),
                     )
                 )
     result: dict[str, Any] = {
@@ -341,7 +367,7 @@ def main() -> None:
         },
         "seconds_per_run": args.seconds,
         "precision": args.precision,
-        "clip": {"width": WIDTH, "height": HEIGHT, "fps": FPS},
+        "clip": {"width": args.size[0], "height": args.size[1], "fps": args.fps},
         **rows,
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -349,7 +375,7 @@ def main() -> None:
     row = at_4["deepwatch"]
     if row is not None:
         goals: dict[str, Any] = {
-            "frames_kept_ge_90pct": row["per_stream_fps_min"] >= 0.9 * FPS,
+            "frames_kept_ge_90pct": row["per_stream_fps_min"] >= 0.9 * args.fps,
             "score_hz_ge_4": row["score_hz_min"] is not None and row["score_hz_min"] >= 4.0,
             "p95_le_150ms": row["latency_p95_ms"] is not None and row["latency_p95_ms"] <= 150.0,
         }
