@@ -67,10 +67,24 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
-    """The lowest threshold whose false-positive rate ("fake if score >= t") is <= ``target_fpr``."""
+    """The lowest threshold whose false-positive rate ("fake if score >= t") is <= ``target_fpr``.
+
+    Only the real scores (label 0) set a false-positive rate, so labels without a fake are fine;
+    the candidate thresholds are then the real scores themselves.
+    """
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr!r}")
-    fpr, _, thresholds = roc_curve(labels, scores)
+    label_array = np.asarray(labels)
+    if label_array.size and label_array.ndim == 1 and not label_array.any():
+        real = np.asarray(scores, dtype=np.float64)
+        if real.shape != label_array.shape or not np.isfinite(real).all():
+            raise ValueError(
+                f"scores must be finite, one per label, got {real.shape} for {label_array.shape}"
+            )
+        thresholds = np.r_[np.inf, np.unique(real)[::-1]]
+        fpr = np.array([np.mean(real >= threshold) for threshold in thresholds])
+    else:
+        fpr, _, thresholds = roc_curve(label_array, scores)
     allowed = np.nonzero(fpr <= target_fpr + 1e-12)[0]
     threshold = float(thresholds[allowed[-1]])
     if np.isinf(threshold):

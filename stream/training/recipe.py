@@ -240,21 +240,27 @@ def fit_model(
         seed=seed,
     )
     val_groups = {video.group for video in val}
+    # Validation scores the held-out groups' real videos against their fakes. Their pseudo-fakes
+    # join only when those groups have no real fake (a set of real videos only, trained on
+    # pseudo-fakes alone): else early stopping would see one class. They never train either way.
+    pseudo_val = not any(
+        clip.label == 1 and not clip.pseudo_fake_of and clip.group in val_groups for clip in train_clips
+    )
     finetune_val_auc = float("nan")
     overrides: dict[str, torch.Tensor] = {}
     if options.finetune is not None:
         features = torch.cat([clip.features for clip in train_clips])
         labels = np.concatenate([np.full(len(clip.features), clip.label) for clip in train_clips])
         video_ids = np.concatenate([np.full(len(clip.features), i) for i, clip in enumerate(train_clips)])
-        # Validation: real (not pseudo-fake) clips of the held-out groups; their pseudo-fakes are
-        # dropped entirely so no training crop is derived from a validation video.
+        # No training crop is derived from a validation video: the held-out groups' pseudo-fakes
+        # are validation rows (``pseudo_val``) or dropped.
         in_val = np.concatenate(
             [np.full(len(clip.features), clip.group in val_groups) for clip in train_clips]
         )
         derived = np.concatenate(
             [np.full(len(clip.features), bool(clip.pseudo_fake_of)) for clip in train_clips]
         )
-        keep = ~(in_val & derived)
+        keep = ~(in_val & derived) | pseudo_val
         result = finetune_encoder(
             model,
             features[torch.from_numpy(keep)],
@@ -273,7 +279,7 @@ def fit_model(
     val_sequences = [
         s
         for s, clip in zip(sequences, train_clips, strict=True)
-        if s.group in val_groups and not clip.pseudo_fake_of
+        if s.group in val_groups and (pseudo_val or not clip.pseudo_fake_of)
     ]
     trained = {
         name: train_head(
@@ -440,6 +446,12 @@ def train_on_clips(
     if not clips:
         raise ValueError("no video with a face to train on")
     figures: dict[str, Any] = {}
+    if options.cv_folds and not any(clip.label == 1 and not clip.pseudo_fake_of for clip in clips):
+        # Checked before any training: cross-validation scores held-out real fakes.
+        raise ValueError(
+            "cross-validation needs fake videos in the set, got real ones only (with --pseudo-fakes "
+            "train with --cv-folds 0, then measure with deepwatch eval on labelled videos)"
+        )
     if options.cv_folds:
         figures = cross_validate_detector(
             clips, base_state, train_from, options, progress=progress, snapshots=snapshots, device=device
@@ -472,6 +484,8 @@ def train_on_clips(
         )
         all_windows = np.concatenate(windows)
         # Without cross-validation the threshold comes from the training data itself: optimistic.
+        # A false-alarm rate needs real windows only, so a set of real videos (trained on
+        # pseudo-fakes, excluded here) gets one too.
         threshold = threshold_at_fpr(window_labels, all_windows, options.threshold_fpr)
     # A detector that cannot reach the target FPR gets a threshold at the top of the range (it
     # then flags almost nothing); the live verdict needs a threshold strictly inside (0, 1).
