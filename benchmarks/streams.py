@@ -281,12 +281,22 @@ def figures(streams: int, summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def frame_size(text: str) -> tuple[int, int]:
-    """``WxH`` -> (width, height); argparse reports a ValueError as a usage error."""
+    """``WxH`` -> (width, height), each within 64..4096."""
     width, _, height = text.lower().partition("x")
-    size = (int(width), int(height))
-    if min(size) < 64 or max(size) > 4096:
-        raise ValueError(f"frame size must be WxH within 64..4096, got {text!r}")
-    return size
+    if not (width.isdigit() and height.isdigit()) or not all(64 <= int(v) <= 4096 for v in (width, height)):
+        raise argparse.ArgumentTypeError(f"expected WxH within 64..4096, e.g. 1280x720, got {text!r}")
+    return int(width), int(height)
+
+
+def frame_rate(text: str) -> float:
+    """A camera frame rate in (0, 120]."""
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate <= 120:
+        raise argparse.ArgumentTypeError(f"expected frames per second in (0, 120], got {text!r}")
+    return rate
 
 
 def main() -> None:
@@ -315,7 +325,7 @@ def main() -> None:
         help=f"camera frame size WxH (default {WIDTH}x{HEIGHT}, the goals' size)",
     )
     parser.add_argument(
-        "--fps", type=float, default=FPS, help=f"camera frame rate (default {FPS:g}, the goals' rate)"
+        "--fps", type=frame_rate, default=FPS, help=f"camera frame rate (default {FPS:g}, the goals' rate)"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)

@@ -163,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
         items = load_media_set(args.source)
     except ValueError as error:
         raise SystemExit(f"deepwatch train: {error}") from error
+    if options.cv_folds and not any(item.label == 1 for item in items):
+        raise SystemExit(
+            f"deepwatch train: cross-validation needs fake videos, but {args.source} lists real ones only; "
+            "with --pseudo-fakes train with --cv-folds 0, then measure with deepwatch eval on labelled videos"
+        )
     progress = show_progress(args)
     results = extract_media(
         items,

@@ -159,6 +159,24 @@ def test_eval_refuses_a_checkpoint_of_other_base_weights(tiny_set: tuple[Path, P
         main([*argv, "--report", str(tmp_path / "r.json"), "--cache-dir", str(cache), "--backend", "torch"])
 
 
+def test_a_set_of_real_videos_trains_on_its_pseudo_fakes(tiny_set: tuple[Path, Path], tmp_path: Path) -> None:
+    """The protocol with no fake in training: real videos and their self-blends only."""
+    manifest, cache = tiny_set
+    real_rows = [line for line in manifest.read_text().splitlines()[1:] if ",real," in line]
+    real_only = manifest.parent / "real_only.csv"
+    real_only.write_text("path,label,group,kind,method,source\n" + "\n".join(real_rows) + "\n")
+    argv = ["train", str(real_only), "--out", str(tmp_path / "r.pt"), "--cache-dir", str(cache), *TINY]
+    with pytest.raises(SystemExit, match=r"cross-validation needs fake videos.*--cv-folds 0"):
+        main([*argv, "--pseudo-fakes", "--cv-folds", "2"])
+    assert not (tmp_path / "r.pt").exists()
+    assert main([*argv, *SMALL_HEAD, "--pseudo-fakes", "--cv-folds", "0"]) == 0
+    checkpoint = load_checkpoint(tmp_path / "r.pt")
+    summary = checkpoint.training_summary
+    assert (summary["real"], summary["fake"], summary["pseudo_fakes"]) == (3, 0, 3)
+    # The threshold comes from the real windows alone and lies strictly inside (0, 1).
+    assert 0.0 < checkpoint.threshold < 1.0
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
