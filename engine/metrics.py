@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    labels: np.ndarray, scores: np.ndarray, both_classes: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
     if labels.ndim != 1 or scores.shape != labels.shape:
@@ -20,7 +22,7 @@ def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite")
     labels = labels.astype(np.int64)
-    if labels.sum() == 0 or labels.sum() == len(labels):
+    if both_classes and (labels.sum() == 0 or labels.sum() == len(labels)):
         raise ValueError(f"need both classes, got {int(labels.sum())} fake of {len(labels)}")
     return labels, scores
 
@@ -67,30 +69,25 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
-    """The lowest threshold whose false-positive rate ("fake if score >= t") is <= ``target_fpr``.
+    """The lowest real score usable as a threshold whose false-positive rate ("fake if score >= t")
+    is <= ``target_fpr``.
 
-    Only the real scores (label 0) set a false-positive rate, so labels without a fake are fine;
-    the candidate thresholds are then the real scores themselves.
+    Only the real scores (label 0) set a false-positive rate, so a set without fakes gets one too.
+    When even the top real score alone is too many, the threshold sits just above it.
     """
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr!r}")
-    label_array = np.asarray(labels)
-    if label_array.size and label_array.ndim == 1 and not label_array.any():
-        real = np.asarray(scores, dtype=np.float64)
-        if real.shape != label_array.shape or not np.isfinite(real).all():
-            raise ValueError(
-                f"scores must be finite, one per label, got {real.shape} for {label_array.shape}"
-            )
-        thresholds = np.r_[np.inf, np.unique(real)[::-1]]
-        fpr = np.array([np.mean(real >= threshold) for threshold in thresholds])
-    else:
-        fpr, _, thresholds = roc_curve(label_array, scores)
-    allowed = np.nonzero(fpr <= target_fpr + 1e-12)[0]
-    threshold = float(thresholds[allowed[-1]])
-    if np.isinf(threshold):
-        # Not even the top score keeps the FPR low enough: flag nothing below the top real score.
-        threshold = float(np.nextafter(np.max(np.asarray(scores, dtype=np.float64)), np.inf))
-    return threshold
+    labels, scores = _check(labels, scores, both_classes=False)
+    real = np.sort(scores[labels == 0])
+    if len(real) == 0:
+        raise ValueError("a false-positive rate needs real scores (label 0), got none")
+    candidates = np.unique(real)[::-1]
+    # Share of real scores at or above each candidate, rising as the candidates fall.
+    fpr = (len(real) - np.searchsorted(real, candidates, side="left")) / len(real)
+    allowed = candidates[fpr <= target_fpr + 1e-12]
+    if len(allowed) == 0:
+        return float(np.nextafter(real[-1], np.inf))
+    return float(allowed[-1])
 
 
 def accuracy_at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:

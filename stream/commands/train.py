@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.training.datasets import load_media_set
     from stream.training.extract import ExtractConfig, extract_media
     from stream.training.progress import show_progress
-    from stream.training.recipe import TrainingOptions, train_detector
+    from stream.training.recipe import TrainingOptions, check_cross_validation, train_detector
 
     torch.manual_seed(args.seed)
     extract_config = ExtractConfig()
@@ -161,13 +161,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"deepwatch train: {error}") from error
     try:
         items = load_media_set(args.source)
+        check_cross_validation(options, [item.label for item in items])
     except ValueError as error:
         raise SystemExit(f"deepwatch train: {error}") from error
-    if options.cv_folds and not any(item.label == 1 for item in items):
-        raise SystemExit(
-            f"deepwatch train: cross-validation needs fake videos, but {args.source} lists real ones only; "
-            "with --pseudo-fakes train with --cv-folds 0, then measure with deepwatch eval on labelled videos"
-        )
     progress = show_progress(args)
     results = extract_media(
         items,

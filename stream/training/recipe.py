@@ -410,6 +410,17 @@ def cross_validate_detector(
     return figures
 
 
+def check_cross_validation(options: TrainingOptions, labels: Sequence[int]) -> None:
+    """Raise ``ValueError`` when ``options`` cross-validate a set whose videos (``labels``, 0 real,
+    1 fake) hold no fake: cross-validation scores held-out real fakes. Callers check before any
+    training (``deepwatch train`` before it reads a frame)."""
+    if options.cv_folds and not any(label == 1 for label in labels):
+        raise ValueError(
+            "cross-validation needs fake videos, but the set holds real ones only; with --pseudo-fakes "
+            "train with --cv-folds 0, then measure with deepwatch eval on labelled videos"
+        )
+
+
 def train_detector(
     results: Sequence[ExtractedVideo],
     base_state: dict[str, torch.Tensor],
@@ -446,12 +457,7 @@ def train_on_clips(
     if not clips:
         raise ValueError("no video with a face to train on")
     figures: dict[str, Any] = {}
-    if options.cv_folds and not any(clip.label == 1 and not clip.pseudo_fake_of for clip in clips):
-        # Checked before any training: cross-validation scores held-out real fakes.
-        raise ValueError(
-            "cross-validation needs fake videos in the set, got real ones only (with --pseudo-fakes "
-            "train with --cv-folds 0, then measure with deepwatch eval on labelled videos)"
-        )
+    check_cross_validation(options, [clip.label for clip in clips if not clip.pseudo_fake_of])
     if options.cv_folds:
         figures = cross_validate_detector(
             clips, base_state, train_from, options, progress=progress, snapshots=snapshots, device=device

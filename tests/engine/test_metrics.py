@@ -56,19 +56,20 @@ def test_threshold_at_fpr_keeps_false_positives_below_target() -> None:
 
 
 def test_threshold_at_fpr_needs_real_scores_only() -> None:
-    # A set of real videos (a detector trained on pseudo-fakes) still gets its false-alarm threshold,
-    # at the false-alarm rate the real scores give when fakes are there too (with fakes, a fake
-    # score just below the next real one may serve as the lowest such threshold).
+    # A set of real videos (a detector trained on pseudo-fakes) gets its false-alarm threshold, the
+    # same one as with fakes beside them: only the real scores set a false-positive rate.
     rng = np.random.default_rng(2)
     real, fake = rng.normal(0, 1, 400), rng.normal(2, 1, 400)
     alone = threshold_at_fpr(np.zeros(400, int), real, 0.05)
     mixed = threshold_at_fpr(np.r_[np.zeros(400), np.ones(400)].astype(int), np.r_[real, fake], 0.05)
-    assert (real >= alone).mean() == (real >= mixed).mean() == pytest.approx(0.05)
-    assert alone in real and mixed <= alone
+    assert alone == mixed and alone in real
+    assert (real >= alone).mean() == pytest.approx(0.05)
     # No threshold but one above every real score keeps 0 false alarms.
     assert threshold_at_fpr(np.zeros(3, int), np.array([0.1, 0.2, 0.3]), 0.0) > 0.3
     with pytest.raises(ValueError, match="finite"):
         threshold_at_fpr(np.zeros(2, int), np.array([0.1, np.nan]), 0.05)
+    with pytest.raises(ValueError, match="needs real scores"):
+        threshold_at_fpr(np.ones(2, int), np.array([0.1, 0.2]), 0.05)
 
 
 def test_bad_inputs_are_refused() -> None:
