@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 from aiohttp import web
 
@@ -74,9 +75,19 @@ def new_marker() -> str:
     return uuid.uuid4().hex
 
 
-def convert_clip(source: Path, target: Path, *, size: int, fps: int, seconds: float) -> Path:
+def convert_clip(
+    source: Path, target: Path, *, size: int, fps: int, seconds: float, inset: float = 0.0
+) -> Path:
     """Re-encode ``source`` as a square ``size`` x ``size`` clip: y4m (Chromium's fake camera
-    format) or WebM/VP8 (a page's <video>), by ``target``'s suffix."""
+    format) or WebM/VP8 (a page's <video>), by ``target``'s suffix.
+
+    ``inset`` (a fraction of ``size`` on each side) shrinks the picture and fills the border by
+    repeating its edge pixels, so that a face which fills the source frame keeps its box, and the
+    overlay's lines, clear of the frame's edge (a line on the last rows is clipped and smeared by
+    the video codec).
+    """
+    if not 0.0 <= inset < 0.5:
+        raise ValueError(f"inset must be a fraction in [0, 0.5), got {inset}")
     with av.open(str(source)) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or 25)
@@ -85,7 +96,7 @@ def convert_clip(source: Path, target: Path, *, size: int, fps: int, seconds: fl
         for index, frame in enumerate(container.decode(stream)):
             if index % step:
                 continue
-            images.append(frame.to_ndarray(format="rgb24"))
+            images.append(_inset(frame.to_ndarray(format="rgb24"), size, inset))
             if len(images) >= seconds * fps:
                 break
     if target.suffix == ".y4m":
@@ -105,6 +116,15 @@ def convert_clip(source: Path, target: Path, *, size: int, fps: int, seconds: fl
         for packet in out_stream.encode():
             output.mux(packet)
     return target
+
+
+def _inset(image: np.ndarray, size: int, inset: float) -> np.ndarray:
+    """``image`` resized to ``size`` x ``size`` with an ``inset`` border of its repeated edge."""
+    border = round(size * inset)
+    if border == 0:
+        return image
+    inner = cv2.resize(image, (size - 2 * border, size - 2 * border), interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(inner, border, border, border, border, cv2.BORDER_REPLICATE)
 
 
 class ServerThread:

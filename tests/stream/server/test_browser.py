@@ -43,6 +43,7 @@ SCORES_TIMEOUT_S = 150
 CLEANUP_TIMEOUT_S = 45
 CLIP_SIZE_PX = 480
 CLIP_FPS = 15
+CLIP_INSET = 0.12
 TOKEN = "browser-test-token-0123456789"
 
 
@@ -74,7 +75,8 @@ def live_components(requirements: None, checkpoint_args: list[str]) -> Iterator[
 @pytest.fixture(scope="module")
 def face_y4m(requirements: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("camera") / "clip.y4m"
-    return convert_clip(FACE_CLIP, target, size=CLIP_SIZE_PX, fps=CLIP_FPS, seconds=8)
+    # The face fills the source frame; the inset keeps its box's bottom edge off the frame's edge.
+    return convert_clip(FACE_CLIP, target, size=CLIP_SIZE_PX, fps=CLIP_FPS, seconds=8, inset=CLIP_INSET)
 
 
 def live_app(live_components: Any, **option_values: Any) -> Any:
