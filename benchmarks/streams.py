@@ -160,7 +160,7 @@ def child(clips: list[str], seconds: float, serial: bool, precision: str, size: 
     print(SUMMARY_MARK + json.dumps(summary), flush=True)
 
 
-def ray_child(clips: list[str], seconds: float, precision: str) -> None:
+def ray_child(clips: list[str], seconds: float, precision: str, stream_nice: int) -> None:
     """The clips as cameras through ``deepwatch run --ray local``'s path (``ClusterRun``): each
     stream an actor, one shared encoder actor. Actors load their models after the start, so the
     measured ``seconds`` count from the first result (``startup_s`` in the summary is the rest)."""
@@ -173,7 +173,11 @@ def ray_child(clips: list[str], seconds: float, precision: str) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     run = ClusterRun(
-        specs, AppStages(config), [NullSink()], ClusterOptions(address="local"), log_interval_s=3600
+        specs,
+        AppStages(config),
+        [NullSink()],
+        ClusterOptions(address="local", stream_nice=stream_nice),
+        log_interval_s=3600,
     )
 
     def stop_after_measuring() -> None:
@@ -195,6 +199,7 @@ def run_children(
     ray: bool = False,
     precision: str = "fp32",
     size: tuple[int, int] = (WIDTH, HEIGHT),
+    ray_stream_nice: int = 4,
 ) -> list[dict[str, Any]]:
     """One child process per group of clips, all released together; their summaries."""
     command = [
@@ -208,7 +213,7 @@ def run_children(
         "--size",
         f"{size[0]}x{size[1]}",
         *(["--serial"] if serial else []),
-        *(["--ray"] if ray else []),
+        *(["--ray", "--ray-stream-nice", str(ray_stream_nice)] if ray else []),
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     children = [
@@ -319,6 +324,14 @@ def main() -> None:
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument(
+        "--ray-stream-nice",
+        type=int,
+        default=4,
+        metavar="N",
+        help="nice levels the Ray stream actors add (as deepwatch run --ray-stream-nice; default 4, "
+        "0 = as Ray starts them)",
+    )
+    parser.add_argument(
         "--size",
         type=frame_size,
         default=(WIDTH, HEIGHT),
@@ -334,7 +347,7 @@ def main() -> None:
     if args.child:
         logging.basicConfig(level=logging.WARNING)
         if args.ray:
-            ray_child(args.clips, args.seconds, args.precision)
+            ray_child(args.clips, args.seconds, args.precision, args.ray_stream_nice)
         else:
             child(args.clips, args.seconds, args.serial, args.precision, args.size)
         return
@@ -345,6 +358,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="deepwatch-streams-") as folder:
         clips = make_clips(data, max(args.streams), Path(folder), args.size, args.fps)
         settings: dict[str, Any] = {"precision": args.precision, "size": args.size}
+        ray_settings = {**settings, "ray_stream_nice": args.ray_stream_nice}
         rows: dict[str, list[dict[str, Any]]] = {"deepwatch": []}
         if not args.no_naive:
             rows["naive"] = []
@@ -364,7 +378,7 @@ def main() -> None:
                 rows["ray"].append(
                     figures(
                         streams,
-                        run_children([clips[:streams]], args.seconds, ray=True, **settings),
+                        run_children([clips[:streams]], args.seconds, ray=True, **ray_settings),
                     )
                 )
     result: dict[str, Any] = {
@@ -377,6 +391,7 @@ def main() -> None:
         },
         "seconds_per_run": args.seconds,
         "precision": args.precision,
+        **({"ray_stream_nice": args.ray_stream_nice} if args.ray else {}),
         "clip": {"width": args.size[0], "height": args.size[1], "fps": args.fps},
         **rows,
         "wall_s": round(time.monotonic() - started, 1),

@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="times a stream's actor is restarted after it dies (--ray)",
     )
+    parser.add_argument(
+        "--ray-stream-nice",
+        type=int,
+        default=4,
+        metavar="N",
+        help="nice levels the stream actors add to Ray's (0..19), so that on a node they share with "
+        "the encoder pool frames drop before faces go unscored (--ray)",
+    )
 
 
 def ray_installed() -> bool:
@@ -111,6 +119,7 @@ def run_on_ray(
         options = ClusterOptions(
             address=args.ray,
             max_restarts=args.ray_max_restarts,
+            stream_nice=args.ray_stream_nice,
             pool=PoolOptions(size=args.ray_encoders, num_gpus=args.ray_gpus),
         )
     except ValueError as error:

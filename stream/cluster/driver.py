@@ -61,12 +61,21 @@ class ClusterOptions:
             address of a running cluster (``ray://host:10001`` or ``host:6379``).
         stream_num_cpus: CPUs each stream actor reserves.
         max_restarts: times Ray restarts a stream actor that died (a node lost, a crash).
+        stream_nice: nice levels the stream actors add to their own (``os.nice``, 0..19; the
+            kernel caps the result at 19). Where streams and the encoder pool share a node's
+            cores, capture and detection then yield the CPU to the shared encoder, so a node
+            that falls behind drops frames before it stops scoring faces (the shedding order of
+            the in-process run); on a node of their own it changes nothing. Ray starts every
+            worker at nice 15 (its ``worker_niceness``), so the default 4 puts streams at 19
+            against the pool's 15: about 2.4 times the CPU share for the pool when both are busy.
+            0 leaves the priority alone.
         pool: the shared encoder pool.
     """
 
     address: str = "local"
     stream_num_cpus: float = 1.0
     max_restarts: int = 3
+    stream_nice: int = 4
     pool: PoolOptions = field(default_factory=PoolOptions)
 
     def __post_init__(self) -> None:
@@ -76,6 +85,8 @@ class ClusterOptions:
             raise ValueError(f"stream_num_cpus must be >= 0, got {self.stream_num_cpus}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"max_restarts must be an integer >= 0, got {self.max_restarts!r}")
+        if not isinstance(self.stream_nice, int) or not 0 <= self.stream_nice <= 19:
+            raise ValueError(f"stream_nice must be an integer in 0..19, got {self.stream_nice!r}")
 
 
 def connect(address: str, local_cpus: float = 0.0) -> None:
@@ -189,7 +200,7 @@ class ClusterRun:
                 num_cpus=self._options.stream_num_cpus,
                 max_restarts=self._options.max_restarts,
                 max_task_retries=0,
-            ).remote(spec, self._stages, self._pool)
+            ).remote(spec, self._stages, self._pool, nice=self._options.stream_nice)
             self._streams[spec.source_id] = _Stream(spec=spec, actor=actor)
         self._launched_s = time.monotonic()
         self._started_s = None

