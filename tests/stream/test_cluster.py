@@ -164,6 +164,9 @@ class NiceEncoder(fakes.RecordingEncoder):
     def __init__(self, path: str) -> None:
         super().__init__()
         self._recorder = _NiceRecorder(path)
+        # The pool actor builds its encoder when it starts, before any stream's first frame: the
+        # file then exists even if the short clip ends before a sample is encoded.
+        self._recorder.record()
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         self._recorder.record()
