@@ -13,9 +13,10 @@ their cross-person blends (``stream.training.evidence_data.photo_evidence``: the
 and compression of the identity recipe) and self-blends made on the crop at each step (SBI); a
 fifth of the people held out. Optional: frames of the ``real/`` clips as more reals (``--clips``),
 and "rendered" self-blends whose pasted face is denoised and sharpened as a swapper's decoder
-output is (``--render``). Evaluated on every dev video's main track (the same crops as the shipped
-score), alone and fused with the training-free identity score (each standardised on the ``real/``
-clips, then summed or the larger taken).
+output is (``--render``). Evaluated on every dev video's main track (with prep's defaults, the
+crops the shipped score reads), alone and fused with the training-free identity score (each
+standardised on the ``real/`` clips, then summed or the larger taken; for other crops the identity
+score comes from a folder of live crops, ``fuse --identity-from``).
 
     python docs/studies/imagenet_artifact.py prep  --work DIR [--photos 3000]
     python docs/studies/imagenet_artifact.py train --work DIR --tag a [--steps 800] [--resume]
