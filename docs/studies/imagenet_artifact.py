@@ -43,8 +43,9 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from engine import load_encoder
-from engine.evidence import inner_crops, outer_crops
+from engine.evidence import EvidenceEncoder, identity_disagreement
 from engine.metrics import roc_auc
+from stream.training.blends import Compression, compress_frames
 from stream.training.datasets import load_manifest
 from stream.training.evidence_data import PhotoSettings, photo_evidence
 from stream.training.extract import ExtractConfig, extract_media
@@ -54,15 +55,6 @@ from tracking.crops import landmark_template
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-
-
-# The margin of the prepared crops (``prep --margin``; 0.25 is the live crop's), set by load_data.
-CROP: dict[str, float] = {"margin": 0.25}
-
-
-def crop_template(crop: np.ndarray) -> np.ndarray:
-    """Where the aligned crop's 5 landmarks sit: the blends are placed there."""
-    return landmark_template(crop.shape[0], CROP["margin"])
 
 
 class KeepCrops:
@@ -95,20 +87,13 @@ def as_tensor(crops: np.ndarray) -> torch.Tensor:
     )
 
 
-def jpeg(crop: np.ndarray, quality: int) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-
-
-def self_blended(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """SBI on the aligned crop (landmarks: the template, jittered)."""
-    marks = crop_template(crop) + rng.normal(0, 1.5, (5, 2))
+def self_blended(crop: np.ndarray, template: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """SBI on the aligned crop; ``template``: where its 5 landmarks sit (jittered here)."""
+    marks = template + rng.normal(0, 1.5, (5, 2))
     return self_blend(crop, marks, sample_parameters(rng, crop.shape[0]))
 
 
-def rendered_blend(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def rendered_blend(crop: np.ndarray, template: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The crop's own face as a decoder renders it (noise removed by a bilateral filter or a
     down-up resample, then sharpened, colour nudged), pasted back through the SBI mask."""
     copy = crop
@@ -123,7 +108,7 @@ def rendered_blend(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     face = copy.astype(np.float32)
     face = face + float(rng.uniform(0.3, 1.5)) * (face - cv2.GaussianBlur(face, (5, 5), 0))
     face = face * float(rng.uniform(0.92, 1.08)) + rng.uniform(-8, 8, 3).astype(np.float32)
-    marks = crop_template(crop) + rng.normal(0, 1.5, (5, 2))
+    marks = template + rng.normal(0, 1.5, (5, 2))
     mask = landmark_mask(marks, crop.shape[:2], sample_parameters(rng, crop.shape[0]))[..., None]
     mixed = mask * face + (1 - mask) * crop.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
@@ -140,9 +125,12 @@ def logits(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
 
 
 def load_data(work: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The prepared crops (``real``, ``fake``, ``groups``, ``video``, and ``margin``: the crops'
+    margin, 0.25 for the live crop) and the video rows."""
     data = np.load(work / "data.npz")
-    CROP["margin"] = float(data["margin"]) if "margin" in data.files else 0.25
-    return {name: data[name] for name in ("real", "fake", "groups", "video")}, json.loads(str(data["rows"]))
+    arrays = {name: data[name] for name in ("real", "fake", "groups", "video")}
+    arrays["margin"] = data["margin"] if "margin" in data.files else np.asarray(0.25)
+    return arrays, json.loads(str(data["rows"]))
 
 
 def per_video(values: np.ndarray, rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -217,6 +205,8 @@ def train(args: argparse.Namespace) -> None:
         np.arange(r["start"], r["start"] + r["count"]) for r in rows if r["name"].startswith("real/")
     ]
     clip_index = np.concatenate(clip_frames) if args.clips else np.zeros(0, np.int64)
+    # Where the crops' landmarks sit: the blends are placed there.
+    template = landmark_template(real.shape[1], float(data["margin"]))
     model = network()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     checkpoint = args.work / f"{args.tag}.pt"
@@ -242,11 +232,11 @@ def train(args: argparse.Namespace) -> None:
             elif rng.random() < args.cross:
                 crop, label = fake[int(rng.choice(training))], 1.0
             elif rng.random() < args.render:
-                crop, label = rendered_blend(base, rng), 1.0
+                crop, label = rendered_blend(base, template, rng), 1.0
             else:
-                crop, label = self_blended(base, rng), 1.0
+                crop, label = self_blended(base, template, rng), 1.0
             if rng.random() < 0.5:  # the same extra JPEG for either class
-                crop = jpeg(crop, int(rng.integers(40, 96)))
+                crop = compress_frames([crop], Compression("jpeg", quality=int(rng.integers(40, 96))))[0]
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             batch.append(crop)
@@ -263,7 +253,7 @@ def train(args: argparse.Namespace) -> None:
             check_rng = np.random.default_rng(2)
             scores = [logits(model, held_real)]
             scores.append(logits(model, fake[validation][:300]))
-            scores.append(logits(model, np.stack([self_blended(c, check_rng) for c in held_real])))
+            scores.append(logits(model, np.stack([self_blended(c, template, check_rng) for c in held_real])))
             truth = np.r_[np.zeros(len(held_real)), np.ones(len(held_real))]
             held_out = {
                 "cross": round(roc_auc(truth, np.r_[scores[0], scores[1]]), 3),
@@ -284,20 +274,15 @@ def identity_scores(work: Path) -> dict[str, float]:
     """Per video: the training-free identity score, -cos(inner, outer) through the shipped encoder,
     on that folder's crops, which must be the live ones (prep's defaults)."""
     data, rows = load_data(work)
-    cache = work / "identity_cos.npy"
+    cache = work / "identity.npy"
     if cache.is_file():
-        cosines = np.load(cache)
+        scores = np.load(cache)
     else:
-        encoder = load_encoder()
-        parts = []
-        for start in range(0, len(data["video"]), 64):
-            chunk = data["video"][start : start + 64]
-            emb = encoder.encode(np.concatenate([inner_crops(chunk), outer_crops(chunk)]))
-            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-            parts.append((emb[: len(chunk)] * emb[len(chunk) :]).sum(1))
-        cosines = np.concatenate(parts)
-        np.save(cache, cosines)
-    return per_video(-cosines, rows)
+        with EvidenceEncoder(load_encoder()) as encoder:
+            features = [encoder.encode(data["video"][s : s + 64]) for s in range(0, len(data["video"]), 64)]
+        scores = identity_disagreement(np.concatenate(features))
+        np.save(cache, scores)
+    return per_video(scores, rows)
 
 
 def fuse(args: argparse.Namespace) -> None:

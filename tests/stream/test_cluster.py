@@ -139,37 +139,32 @@ class LiveFakeStages(FakeStages):
         return EncoderHeldByAFile(self.hold)
 
 
-class _NiceRecorder:
-    """Appends the calling thread's nice value to a file (Linux keeps one per thread)."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-
-    def record(self) -> None:
-        with open(self._path, "a") as out:
-            out.write(f"{os.getpriority(os.PRIO_PROCESS, 0)}\n")
+def record_nice(path: str) -> None:
+    """Append the calling thread's nice value to ``path`` (Linux keeps one per thread)."""
+    with open(path, "a") as out:
+        out.write(f"{os.getpriority(os.PRIO_PROCESS, 0)}\n")
 
 
 class NiceDetector(SlowBoxDetector):
     def __init__(self, path: str) -> None:
         super().__init__()
-        self._recorder = _NiceRecorder(path)
+        self._path = path
 
     def detect(self, image: np.ndarray) -> list[Any]:
-        self._recorder.record()
+        record_nice(self._path)
         return super().detect(image)
 
 
 class NiceEncoder(fakes.RecordingEncoder):
     def __init__(self, path: str) -> None:
         super().__init__()
-        self._recorder = _NiceRecorder(path)
+        self._path = path
         # The pool actor builds its encoder when it starts, before any stream's first frame: the
         # file then exists even if the short clip ends before a sample is encoded.
-        self._recorder.record()
+        record_nice(path)
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
-        self._recorder.record()
+        record_nice(self._path)
         return super().encode(crops)
 
 
