@@ -468,6 +468,20 @@ function nextEvent(target, event, what, timeoutMs = 10000) {
   });
 }
 
+// Resolves when `video` presents its next frame, or after `timeoutMs` where that never comes.
+// "seeked" can fire before the frame that drawImage reads is the new one: on a loaded machine
+// Chromium drew the frame of the previous seek. Register before seeking, await after "seeked".
+function presentedFrame(video, timeoutMs = 2000) {
+  if (typeof video.requestVideoFrameCallback !== "function") return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    video.requestVideoFrameCallback(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 // The clip's first ENROL_CLIP_FRAMES frames, ENROL_CLIP_RATE_HZ a second, as JPEG blobs.
 async function clipFrames(file) {
   const video = document.createElement("video");
@@ -483,9 +497,11 @@ async function clipFrames(file) {
       // A recording without a stated duration (MediaRecorder's WebM) says Infinity.
       if (Number.isFinite(video.duration) && time > video.duration) break;
       if (Math.abs(video.currentTime - time) > 1e-3) {
+        const presented = presentedFrame(video);
         const seeked = nextEvent(video, "seeked", `cannot seek ${file.name} to ${time} s`);
         video.currentTime = time;
         await seeked;
+        await presented;
       }
       frames.push(await shrinkImage(video, video.videoWidth, video.videoHeight));
     }
