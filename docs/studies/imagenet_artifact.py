@@ -23,8 +23,9 @@ score comes from a folder of live crops, ``fuse --identity-from``).
     python docs/studies/imagenet_artifact.py train --work DIR --tag a [--arch lite2] [--steps 800] [--resume]
     python docs/studies/imagenet_artifact.py fuse  --work DIR --tag a [--identity-from LIVE_DIR]
 
-bf16 autocast where the CPU has AMX or AVX-512 bf16 (on a 2-core Xeon, a step of 32 crops: 1.2 s for
-Lite0 at 160 px, 4.0 s for Lite2 at 256 px).
+``--device auto|cpu|cuda`` (auto: a CUDA GPU if torch sees one). bf16 autocast on a GPU that has it
+and on a CPU with AMX or AVX-512 bf16, fp32 elsewhere (``engine.devices``; on a 2-core Xeon with AMX a
+step of 32 crops: 1.2 s for Lite0 at 160 px, 4.0 s for Lite2 at 256 px).
 Results: README, model card, and docs/artifact_study.md.
 """
 
@@ -45,6 +46,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from engine import load_encoder
+from engine.devices import DEVICE_CHOICES, resolve_device, training_autocast
 from engine.evidence import EvidenceEncoder, identity_disagreement
 from engine.metrics import roc_auc
 from stream.training.blends import Compression, compress_frames
@@ -125,11 +127,14 @@ def rendered_blend(crop: np.ndarray, template: np.ndarray, rng: np.random.Genera
 
 @torch.no_grad()
 def logits(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
+    """The model's logit for each crop, on the device the model is on."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
-    for start in range(0, len(crops), 64):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out.append(model(as_tensor(crops[start : start + 64])).float().squeeze(1))
+    with torch.no_grad():
+        for start in range(0, len(crops), 64):
+            with training_autocast(device):
+                out.append(model(as_tensor(crops[start : start + 64]).to(device)).float().squeeze(1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
@@ -216,12 +221,13 @@ def train(args: argparse.Namespace) -> None:
     clip_index = np.concatenate(clip_frames) if args.clips else np.zeros(0, np.int64)
     # Where the crops' landmarks sit: the blends are placed there.
     template = landmark_template(real.shape[1], float(data["margin"]))
-    model = network(args.arch)
+    device = resolve_device(args.device)
+    model = network(args.arch).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     checkpoint = args.work / f"{args.tag}.pt"
     first = 0
     if args.resume and checkpoint.is_file():
-        state = torch.load(checkpoint)
+        state = torch.load(checkpoint, map_location=device)
         if state.get("arch", "lite0") != args.arch:
             raise SystemExit(f"{checkpoint} is a {state.get('arch', 'lite0')} run, not {args.arch}")
         model.load_state_dict(state["net"])
@@ -252,9 +258,9 @@ def train(args: argparse.Namespace) -> None:
                 crop = crop[:, ::-1]
             batch.append(crop)
             labels.append(label)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(as_tensor(np.stack(batch))).float().squeeze(1)
-        loss = F.binary_cross_entropy_with_logits(out, torch.tensor(labels))
+        with training_autocast(device):
+            out = model(as_tensor(np.stack(batch)).to(device)).float().squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(out, torch.tensor(labels, device=device))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -304,9 +310,10 @@ def identity_scores(work: Path) -> dict[str, float]:
 
 def fuse(args: argparse.Namespace) -> None:
     data, rows = load_data(args.work)
-    state = torch.load(args.work / f"{args.tag}.pt")
+    state = torch.load(args.work / f"{args.tag}.pt", map_location="cpu")
     model = network(state.get("arch", "lite0"))
     model.load_state_dict(state["net"])
+    model.to(resolve_device(args.device))
     artefact_raw = per_video(logits(model, data["video"]), rows)
     # Crops other than the live ones: the identity score comes from a folder prepared with them,
     # joined by video name.
@@ -359,7 +366,12 @@ def main() -> None:
         "--clips", type=float, default=0.0, help="share of reals drawn from real/ clip frames"
     )
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where train and fuse run")
     args = parser.parse_args()
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     {"prep": prep, "train": train, "fuse": fuse}[args.command](args)
