@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=4,
         metavar="N",
-        help="nice levels the stream actors add to Ray's (0..19), so that on a node they share with "
-        "the encoder pool frames drop before faces go unscored (--ray)",
+        help="nice levels the stream actors go below the encoder pool (0..19), so that on a node they "
+        "share with it frames drop before faces go unscored (--ray)",
     )
 
 

@@ -48,6 +48,13 @@ _UNAVAILABLE_LIMIT_S = 60.0
 # Ray's switch for "no multi-node cluster here": with it off, Ray takes 127.0.0.1 as this node's
 # address everywhere (its name says Windows/OSX, its effect is only that).
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray starts its workers at nice 15 unless told otherwise (``worker_niceness``). Then the encoder
+# pool and every stream run below any ordinary process on the machine: beside a busy browser or
+# build, or a second ``deepwatch run``, they get a few percent of a core, and a 3 s clip took over
+# 10 minutes beside three busy loops on 2 cores. A local instance starts its workers at the
+# priority of the ``deepwatch run`` that started it; the streams then go ``stream_nice`` below
+# the pool as before (docs/cluster.md says how to start a cluster's nodes the same way).
+RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
 # How long a stop waits for the streams' last track_end events, seconds.
 _FINISH_TIMEOUT_S = 10.0
 
@@ -65,9 +72,10 @@ class ClusterOptions:
             kernel caps the result at 19). Where streams and the encoder pool share a node's
             cores, capture and detection then yield the CPU to the shared encoder, so a node
             that falls behind drops frames before it stops scoring faces (the shedding order of
-            the in-process run); on a node of their own it changes nothing. Ray starts every
-            worker at nice 15 (its ``worker_niceness``), so the default 4 puts streams at 19
-            against the pool's 15: about 2.4 times the CPU share for the pool when both are busy.
+            the in-process run); on a node of their own it changes nothing. ``local`` starts
+            Ray's workers at nice 0 (``RAY_SYSTEM_CONFIG``), so the default 4 puts streams at 4
+            against the pool's 0: about 2.4 times the CPU share for the pool when both are busy
+            (on a cluster left at Ray's own worker nice 15: 19 against 15, the same ratio).
             0 leaves the priority alone.
         pool: the shared encoder pool.
     """
@@ -111,6 +119,7 @@ def connect(address: str, local_cpus: float = 0.0) -> None:
             _node_ip_address="127.0.0.1",
             log_to_driver=True,
             configure_logging=False,
+            _system_config=RAY_SYSTEM_CONFIG,
         )
     else:
         ray.init(address=address, configure_logging=False)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import tests.stream.fakes as fakes
-from stream.cluster.driver import ClusterOptions, ClusterRun
+from stream.cluster.driver import RAY_SYSTEM_CONFIG, ClusterOptions, ClusterRun
 from stream.cluster.encoder_pool import PoolOptions
 from stream.cluster.stages import StreamStages
 from stream.cluster.stream_worker import StreamSpec
@@ -45,7 +45,10 @@ DETECT_DELAY_S = 0.05
 # (a few seconds when idle), so the test bounds it loosely (a stuck restart) and the driver's
 # summary reports the gap (``resume_gaps_s``) for the benchmark to measure.
 RESUME_LIMIT_S = 60.0
-FAST_FAILURE_DETECTION = {
+# The head's system config: as a local run starts its workers (at the driver's priority, not
+# Ray's nice 15), plus a node declared dead within about 2 s.
+TEST_SYSTEM_CONFIG = {
+    **RAY_SYSTEM_CONFIG,
     "health_check_initial_delay_ms": 0,
     "health_check_period_ms": 500,
     "health_check_timeout_ms": 500,
@@ -212,7 +215,7 @@ def cluster() -> Iterator[Cluster]:
     node_args = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
     started = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 0, "_system_config": FAST_FAILURE_DETECTION, **node_args},
+        head_node_args={"num_cpus": 0, "_system_config": TEST_SYSTEM_CONFIG, **node_args},
     )
     try:
         for _ in range(2):
@@ -326,8 +329,11 @@ def test_stream_actors_yield_the_cpu_to_the_encoder_pool(cluster: Cluster, tmp_p
     detector = {int(line) for line in Path(record + ".detector").read_text().split()}
     encoder = {int(line) for line in Path(record + ".encoder").read_text().split()}
     assert len(detector) == 1 and len(encoder) == 1, (detector, encoder)
-    # Ray starts workers at nice 15; the kernel caps a nice value at 19.
+    # The pool runs at the driver's priority, not Ray's default worker nice of 15 (which would put
+    # all of deepwatch below every ordinary process); the kernel caps a nice value at 19.
     (stream_nice,), (pool_nice,) = detector, encoder
+    driver_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert pool_nice <= driver_nice, (pool_nice, driver_nice)
     assert stream_nice == min(19, pool_nice + 7) and stream_nice > pool_nice
 
 
