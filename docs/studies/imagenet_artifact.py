@@ -131,10 +131,9 @@ def logits(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
     model.eval()
     device = next(model.parameters()).device
     out = []
-    with torch.no_grad():
-        for start in range(0, len(crops), 64):
-            with training_autocast(device):
-                out.append(model(as_tensor(crops[start : start + 64]).to(device)).float().squeeze(1).cpu())
+    for start in range(0, len(crops), 64):
+        with training_autocast(device):
+            out.append(model(as_tensor(crops[start : start + 64]).to(device)).float().squeeze(1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
