@@ -73,8 +73,9 @@ class ClusterOptions:
             cores, capture and detection then yield the CPU to the shared encoder, so a node
             that falls behind drops frames before it stops scoring faces (the shedding order of
             the in-process run); on a node of their own it changes nothing. ``local`` starts
-            Ray's workers at nice 0 (``RAY_SYSTEM_CONFIG``), so the default 4 puts streams at 4
-            against the pool's 0: about 2.4 times the CPU share for the pool when both are busy
+            Ray's workers at the driver's priority (``RAY_SYSTEM_CONFIG``; nice 0 for a normally
+            started run), so the default 4 puts streams at 4 against the pool's 0: about 2.4
+            times the CPU share for the pool when both are busy
             (on a cluster left at Ray's own worker nice 15: 19 against 15, the same ratio).
             0 leaves the priority alone.
         pool: the shared encoder pool.
